@@ -1,0 +1,25 @@
+"""agnostic-saliency: one Saliency API across PyTorch, TensorFlow, Keras 3 and JAX.
+
+Importing this package imports no framework. Backends are plugins found through
+the entry-point group ``agnostic_saliency.backends``.
+"""
+
+from agnostic_saliency.backend import Backend, CallOptions
+from agnostic_saliency.explainer import GradientExplainer
+from agnostic_saliency.messages import SaliencyWarning
+from agnostic_saliency.registry import get_backend, list_backends, register_backend
+from agnostic_saliency.saliency import Saliency
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "CallOptions",
+    "GradientExplainer",
+    "Saliency",
+    "SaliencyWarning",
+    "__version__",
+    "get_backend",
+    "list_backends",
+    "register_backend",
+]

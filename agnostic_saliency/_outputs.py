@@ -1,0 +1,79 @@
+"""Checks on what backends return: model outputs and gradients."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from agnostic_saliency import messages
+from agnostic_saliency._targets import OutputSpec
+
+__all__ = ["check_gradient", "output_spec"]
+
+
+def output_spec(outputs: Any, n: int) -> OutputSpec:
+    """Describe a model output for a batch of ``n``; refuse anything but ``(N,)``/``(N, C)``.
+
+    Raises
+    ------
+    TypeError
+        If the output is a tuple, list, mapping or another object, not one array.
+    ValueError
+        If the output's first axis is not the batch or its rank is not 1 or 2.
+    """
+    if not isinstance(outputs, np.ndarray):
+        raise TypeError(messages.output_not_tensor(_describe(outputs)))
+    if outputs.ndim not in (1, 2) or outputs.shape[0] != n:
+        raise ValueError(messages.output_wrong_shape(outputs.shape, n))
+    spec = OutputSpec(outputs.shape[1:])
+    if _looks_like_probabilities(outputs, spec):
+        warnings.warn(messages.probabilities_output(), messages.SaliencyWarning, stacklevel=4)
+    return spec
+
+
+def _describe(outputs: Any) -> str:
+    if isinstance(outputs, Mapping):
+        return f"a {type(outputs).__name__} with keys {sorted(map(str, outputs))}"
+    if isinstance(outputs, (tuple, list)):
+        return f"a {type(outputs).__name__} of {len(outputs)} items"
+    return f"an object of type {type(outputs).__name__}"
+
+
+def _looks_like_probabilities(outputs: np.ndarray, spec: OutputSpec) -> bool:
+    if spec.single or outputs.size == 0:
+        return False
+    values = outputs.astype(np.float64)
+    in_unit = bool(np.all((values >= 0) & (values <= 1)))
+    return in_unit and bool(np.allclose(values.sum(axis=1), 1.0, atol=1e-3))
+
+
+def check_gradient(
+    gradient: Any, shape: tuple[int, ...], backend: str, first_sample: int = 0
+) -> np.ndarray:
+    """Return the backend's gradient after checking it is a finite float array of ``shape``.
+
+    ``first_sample`` is the index of the batch's first sample, used in messages.
+
+    Raises
+    ------
+    RuntimeError
+        If the gradient is ``None`` (disconnected input), of the wrong shape or not float.
+    FloatingPointError
+        If it holds NaN or Inf; the message names the samples.
+    """
+    if gradient is None:
+        raise RuntimeError(messages.gradient_is_none())
+    if not isinstance(gradient, np.ndarray) or gradient.shape != shape:
+        raise RuntimeError(messages.gradient_wrong_shape(
+            backend, getattr(gradient, "shape", type(gradient).__name__), shape))
+    if not np.issubdtype(gradient.dtype, np.floating):
+        raise RuntimeError(messages.gradient_not_float(backend, gradient.dtype))
+    if not np.isfinite(gradient.sum()):
+        flat = gradient.reshape(len(gradient), -1)
+        bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+        if bad.size:
+            raise FloatingPointError(messages.gradient_not_finite((bad + first_sample).tolist()))
+    return gradient

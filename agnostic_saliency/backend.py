@@ -1,0 +1,121 @@
+"""The contract between the framework-free frontend and a framework backend.
+
+A backend is any object that satisfies :class:`Backend`. It is found through the
+entry-point group ``agnostic_saliency.backends`` (or registered by hand with
+:func:`agnostic_saliency.register_backend`). Everything that is not framework
+specific (targets, batching, reductions, validation) is done by the frontend, so
+a backend only turns NumPy arrays into framework tensors, runs the model, and
+returns NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Backend", "CallOptions", "Operator", "OutputSelector"]
+
+#: ``operator(model, inputs, targets) -> scores`` written in the model's framework;
+#: must return one score per sample, shape ``(N,)``.
+Operator = Callable[[Any, Any, Any], Any]
+
+#: ``output_selector(outputs) -> tensor`` picks one tensor out of a model that
+#: returns a tuple, a dict or an output object.
+OutputSelector = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """Options the frontend forwards to every backend call.
+
+    Attributes
+    ----------
+    output_selector
+        Applied to the raw model output before scoring, for models whose output is
+        not a single tensor (``lambda out: out["logits"]``). ``None`` uses the output
+        as it is.
+    allow_training_mode
+        Run a model that is in training mode (dropout or batch-norm active) instead
+        of refusing it. Maps then depend on the batch and on randomness.
+    """
+
+    output_selector: OutputSelector | None = None
+    allow_training_mode: bool = False
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a framework backend provides.
+
+    Attributes
+    ----------
+    name
+        Registry name, e.g. ``"torch"``; users pass it as ``backend=``.
+    modules
+        Top-level module names whose classes this backend may claim, e.g.
+        ``("torch",)``. Detection asks a backend only when one of these modules is
+        already imported and appears in the model type's MRO.
+    priority
+        Backends with a higher priority are asked first (Keras models are also
+        ``torch.nn.Module`` objects under Keras' torch backend, so Keras asks first).
+    channel_axis
+        Default channel axis of image inputs in this framework's convention.
+    """
+
+    name: str
+    modules: tuple[str, ...]
+    priority: int
+    channel_axis: int
+
+    def can_handle(self, model: Any) -> bool:
+        """Return whether this backend explains ``model``; must never import a framework."""
+        ...
+
+    def to_numpy(self, array: Any) -> np.ndarray:
+        """Convert one of this framework's arrays (or any array-like) to NumPy."""
+        ...
+
+    def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
+        """Run the model on ``inputs`` and return its output converted to NumPy.
+
+        A model output that is a tuple, list or mapping is returned with the same
+        structure and NumPy leaves, so that the frontend can report it.
+        """
+        ...
+
+    def gradient(
+        self,
+        model: Any,
+        inputs: np.ndarray,
+        targets: Any,
+        operator: Operator | None,
+        options: CallOptions,
+    ) -> np.ndarray:
+        """Return the signed gradient of the summed scores with respect to ``inputs``.
+
+        Parameters
+        ----------
+        model
+            The user's model.
+        inputs
+            Floating, finite, C-contiguous batch; never modified.
+        targets
+            Without ``operator``: weights of the model's outputs, same shape as the
+            output (one-hot rows select a class); the score of a sample is
+            ``sum(output * weights)`` over the non-batch axes. With ``operator``:
+            the user's targets for this batch (NumPy or ``None``), converted to the
+            framework and passed to the operator unchanged.
+        operator
+            ``None``, or ``operator(model, inputs, targets) -> scores (N,)``.
+        options
+            Forwarded :class:`CallOptions`.
+
+        Returns
+        -------
+        numpy.ndarray
+            The gradient, same shape as ``inputs``.
+        """
+        ...

@@ -1,0 +1,261 @@
+"""The framework-free engine shared by every gradient-based explainer.
+
+An explainer validates the inputs and targets once in NumPy, then walks the
+batch in chunks; for each chunk the method (``_attribute``) asks the backend for
+input gradients and turns them into attributions, which are reduced over the
+channel axis and written into one output array.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from agnostic_saliency import messages
+from agnostic_saliency._inputs import as_input_array, resolve_channel_axis
+from agnostic_saliency._outputs import check_gradient, output_spec
+from agnostic_saliency._reduce import Reducer, check_reducer, is_image, reduce_channels
+from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
+from agnostic_saliency.backend import Backend, CallOptions, Operator, OutputSelector
+from agnostic_saliency.registry import resolve_backend
+
+__all__ = ["GradientExplainer"]
+
+_MAX_CACHED_SPECS = 64
+
+
+class GradientExplainer:
+    """Base class of the explainers: validation, batching, reduction, assembly.
+
+    Parameters
+    ----------
+    model
+        A model of any framework with an installed backend, or a function together
+        with ``backend=``.
+    backend
+        A registered backend name (``"torch"``, ``"jax"``, ...) or a backend object;
+        always wins over detection.
+    batch_size
+        Largest number of inputs sent to the model at once; ``None`` sends all.
+        Results do not depend on it.
+    operator
+        ``operator(model, inputs, targets) -> scores (N,)`` in the model's framework;
+        ``None`` explains the output selected by ``targets``.
+    channel_axis
+        Channel axis of image (rank-4) inputs; ``None`` takes the framework's
+        convention (1 for PyTorch, -1 otherwise).
+    reducer
+        Reduction over the channel axis of image maps: ``"max"``, ``"mean"``,
+        ``"min"``, ``"sum"``, or ``None`` to keep the channels.
+    output_selector
+        Picks one tensor out of a model output that is a tuple, dict or object.
+    allow_training_mode
+        Explain a model in training mode instead of refusing it.
+    strict
+        Raise instead of warning when a sample's attribution is identically zero.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        backend: str | Backend | None = None,
+        batch_size: int | None = None,
+        operator: Operator | None = None,
+        channel_axis: int | None = None,
+        reducer: Reducer = "max",
+        output_selector: OutputSelector | None = None,
+        allow_training_mode: bool = False,
+        strict: bool = False,
+    ) -> None:
+        self.model = model
+        self.backend = resolve_backend(model, backend)
+        self.batch_size = _check_batch_size(batch_size)
+        self.operator = operator
+        self.channel_axis = channel_axis
+        self.reducer = check_reducer(reducer)
+        self.options = CallOptions(output_selector, allow_training_mode)
+        self.strict = strict
+        self._specs: dict[tuple[Any, ...], OutputSpec] = {}
+        self._specs_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(model={type(self.model).__name__}, "
+                f"backend={self.backend.name!r}, reducer={self.reducer!r})")
+
+    # --- public ---------------------------------------------------------------------
+
+    def explain(self, inputs: Any, targets: Any = None) -> np.ndarray:
+        """Explain ``inputs`` with respect to ``targets``.
+
+        Parameters
+        ----------
+        inputs
+            A floating batch, NumPy or the model framework's tensor. Image inputs
+            are rank 4 with a channel axis (see ``channel_axis``).
+        targets
+            ``None`` for the predicted class (argmax of the output); an int for one
+            class for every sample; integers of shape ``(N,)``; or weights of shape
+            ``(N, n_outputs)`` (score = sum of output * weight). With an
+            ``operator`` they are passed to it unchanged.
+
+        Returns
+        -------
+        numpy.ndarray
+            A new array: ``(N, H, W)`` for images with a reducer, else the inputs'
+            shape. float32 for 16-bit inputs, else the inputs' dtype.
+        """
+        return self.explain_with_targets(inputs, targets)[0]
+
+    def explain_with_targets(self, inputs: Any, targets: Any = None
+                             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Like :meth:`explain`, and also return the class index explained per sample.
+
+        The second item is ``None`` for 2-D weight targets and with an operator.
+        """
+        x = as_input_array(inputs, self.backend)
+        axis = self._channel_axis(x)
+        if self.operator is None:
+            run = _Run(self, x, plan=self._plan(x, targets))
+        else:
+            run = _Run(self, x, raw_targets=self._operator_targets(x, targets))
+        maps = np.empty(self._map_shape(x, axis), dtype=_output_dtype(x.dtype))
+        for rows in _chunks(len(x), self._samples_per_chunk(len(x))):
+            attributions = self._attribute(run, rows)
+            maps[rows] = reduce_channels(attributions, axis, self.reducer)
+        self._report_zero_samples(run.dead_samples())
+        return maps, None if run.plan is None else run.plan.indices
+
+    # --- for subclasses -------------------------------------------------------------
+
+    def _attribute(self, run: _Run, rows: slice) -> np.ndarray:
+        """Attributions of the samples ``rows`` of the input, channels kept."""
+        raise NotImplementedError
+
+    def _samples_per_chunk(self, n: int) -> int:
+        return self.batch_size or max(n, 1)
+
+    # --- internals ------------------------------------------------------------------
+
+    def _channel_axis(self, x: np.ndarray) -> int:
+        if not is_image(x.ndim):
+            return -1
+        return resolve_channel_axis(self.channel_axis, self.backend.channel_axis, x.shape)
+
+    def _map_shape(self, x: np.ndarray, axis: int) -> tuple[int, ...]:
+        if self.reducer is None or not is_image(x.ndim):
+            return x.shape
+        return x.shape[:axis] + x.shape[axis + 1:]
+
+    def _targets_array(self, targets: Any) -> Any:
+        if targets is None or isinstance(targets, (int, np.integer, np.ndarray, list, tuple)):
+            return targets
+        return self.backend.to_numpy(targets)
+
+    def _operator_targets(self, x: np.ndarray, targets: Any) -> np.ndarray | None:
+        """Targets passed raw to the operator: ``None``, one value, or one row per sample."""
+        if targets is None:
+            return None
+        array = np.asarray(self._targets_array(targets))
+        if array.ndim > 0 and len(array) != len(x):
+            raise ValueError(messages.targets_wrong_length(len(array), len(x)))
+        return array
+
+    def _plan(self, x: np.ndarray, targets: Any) -> TargetPlan:
+        """Resolve targets for the whole input (one forward pass if they are predicted)."""
+        if len(x) == 0:
+            return TargetPlan(OutputSpec((1,)), indices=np.zeros(0, dtype=np.int64))
+        plan = plan_targets(self._targets_array(targets), len(x), self._output_spec(x))
+        if plan.predicted:
+            outputs = self.predict(x)
+            plan = TargetPlan(plan.spec, indices=np.argmax(outputs, axis=1).astype(np.int64))
+        return plan
+
+    def _output_spec(self, x: np.ndarray) -> OutputSpec:
+        key = (x.shape[1:], x.dtype.str)
+        with self._specs_lock:
+            spec = self._specs.get(key)
+        if spec is None:
+            spec = output_spec(self.backend.predict(self.model, x[:1], self.options), 1)
+            with self._specs_lock:
+                if len(self._specs) >= _MAX_CACHED_SPECS:
+                    self._specs.pop(next(iter(self._specs)))
+                self._specs[key] = spec
+        return spec
+
+    def predict(self, inputs: Any) -> np.ndarray:
+        """The model's outputs for ``inputs``, in batches, as NumPy."""
+        x = as_input_array(inputs, self.backend)
+        parts = []
+        for rows in _chunks(len(x), self._samples_per_chunk(len(x))):
+            outputs = self.backend.predict(self.model, x[rows], self.options)
+            output_spec(outputs, rows.stop - rows.start)
+            parts.append(outputs)
+        if not parts:
+            return np.zeros((0,), dtype=x.dtype)
+        return np.concatenate(parts)
+
+    def _report_zero_samples(self, samples: np.ndarray) -> None:
+        if samples.size == 0:
+            return
+        text = messages.zero_saliency(samples.tolist())
+        if self.strict:
+            raise RuntimeError(text)
+        warnings.warn(text, messages.SaliencyWarning, stacklevel=4)
+
+
+class _Run:
+    """State of one ``explain`` call: inputs, targets, and which samples had a gradient."""
+
+    def __init__(self, explainer: GradientExplainer, x: np.ndarray,
+                 plan: TargetPlan | None = None, raw_targets: np.ndarray | None = None) -> None:
+        self.explainer = explainer
+        self.x = x
+        self.plan = plan
+        self.raw_targets = raw_targets
+        self._alive = np.zeros(len(x), dtype=bool)
+
+    def gradient(self, points: np.ndarray, samples: np.ndarray | slice) -> np.ndarray:
+        """Signed gradient at ``points``, each explained with the target of ``samples``."""
+        explainer = self.explainer
+        ids = np.arange(len(self.x))[samples]
+        targets: np.ndarray | None
+        if self.plan is not None:
+            targets = self.plan.weights_for(ids, points.dtype)
+        elif self.raw_targets is None or self.raw_targets.ndim == 0:
+            targets = self.raw_targets
+        else:
+            targets = self.raw_targets[ids]
+        gradient = explainer.backend.gradient(explainer.model, points, targets,
+                                              explainer.operator, explainer.options)
+        gradient = check_gradient(gradient, points.shape, explainer.backend.name, int(ids[0]))
+        self._alive[ids] |= gradient.reshape(len(points), -1).any(axis=1)
+        return gradient
+
+    def dead_samples(self) -> np.ndarray:
+        return np.flatnonzero(~self._alive)
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _check_batch_size(batch_size: object) -> int | None:
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) \
+            and batch_size > 0:
+        return int(batch_size)
+    raise ValueError(messages.bad_batch_size(batch_size))
+
+
+def _output_dtype(dtype: np.dtype) -> np.dtype:
+    if dtype.itemsize < 4 or not np.issubdtype(dtype, np.floating):
+        return np.dtype(np.float32)
+    return dtype
+

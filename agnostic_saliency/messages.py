@@ -1,0 +1,304 @@
+"""Every message a user can see, in one place.
+
+Each function returns the text of one error or warning. A message names what was
+given, what was expected and the next step. Backends import these too, so that a
+failure reads the same whatever the framework.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+__all__ = ["SaliencyWarning"]
+
+
+class SaliencyWarning(UserWarning):
+    """A map was computed but looks wrong (all zero, saturated outputs, ...)."""
+
+
+def _listing(items: Iterable[object], limit: int = 8) -> str:
+    items = list(items)
+    shown = ", ".join(str(item) for item in items[:limit])
+    more = f", ... ({len(items)} in all)" if len(items) > limit else ""
+    return f"[{shown}{more}]"
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+def no_backend_installed() -> str:
+    return (
+        "no saliency backend is installed; install the one for your framework, "
+        "e.g. pip install 'agnostic-saliency[torch]' (or [tensorflow], [keras], [jax], [all])"
+    )
+
+
+def unknown_backend(name: str, registered: Sequence[str]) -> str:
+    return (
+        f"unknown backend {name!r}; registered backends are {_listing(registered)}. "
+        "Check the spelling, or install the plugin that provides it."
+    )
+
+
+def not_a_backend(obj: object, missing: Sequence[str]) -> str:
+    return (
+        f"backend={type(obj).__name__!r} object is not a backend: it lacks {_listing(missing)}. "
+        "Pass a registered name (see agnostic_saliency.list_backends()) or an object "
+        "implementing agnostic_saliency.backend.Backend."
+    )
+
+
+def backend_name_taken(name: str) -> str:
+    return (
+        f"a different backend is already registered as {name!r}; "
+        "pass replace=True to replace it, or register yours under another name."
+    )
+
+
+def plugin_failed(name: str, target: str, error: BaseException) -> str:
+    return (
+        f"backend plugin {name!r} ({target}) failed to load and is skipped: "
+        f"{type(error).__name__}: {error}. Reinstall or uninstall that plugin."
+    )
+
+
+def plugin_duplicate(name: str, targets: Sequence[str]) -> str:
+    return (
+        f"several installed plugins claim the backend name {name!r}: {_listing(targets)}; "
+        f"using {targets[0]}. Uninstall one, or pass backend= explicitly."
+    )
+
+
+def can_handle_failed(name: str, model_type: str, error: BaseException) -> str:
+    return (
+        f"backend {name!r} raised while checking a model of type {model_type}: "
+        f"{type(error).__name__}: {error}; it is skipped for this model. "
+        "Report this to the plugin's authors, or pass backend= explicitly."
+    )
+
+
+def undetectable_function(model: object, installed: Sequence[str]) -> str:
+    name = getattr(model, "__qualname__", type(model).__name__)
+    return (
+        f"cannot tell which framework the plain function {name!r} uses; pass "
+        f"backend='jax' (or 'tensorflow', 'torch': one of {_listing(installed)}) to Saliency."
+    )
+
+
+def unsupported_model(model_type: str, modules: Sequence[str], installed: Sequence[str]) -> str:
+    return (
+        f"unsupported model type {model_type} (its classes come from modules "
+        f"{_listing(modules)}); installed backends {_listing(installed)} support "
+        "torch.nn.Module, keras.Model, tf.Module or TensorFlow callables, and JAX functions, "
+        "Flax NNX and Equinox modules. Pass backend= to force one."
+    )
+
+
+def backend_missing_for(model_type: str, framework: str) -> str:
+    return (
+        f"a model of type {model_type} comes from {framework!r}, but no installed backend "
+        f"handles it; install it with pip install 'agnostic-saliency[{framework}]'."
+    )
+
+
+# --- arguments --------------------------------------------------------------------------
+
+
+def bad_reducer(reducer: object, choices: Sequence[object]) -> str:
+    return f"reducer={reducer!r} is not one of {_listing(choices)}; pick one of them."
+
+
+def bad_batch_size(batch_size: object) -> str:
+    return f"batch_size={batch_size!r}; expected None or a positive int such as 32."
+
+
+def bad_channel_axis(axis: int, shape: tuple[int, ...]) -> str:
+    return (
+        f"channel_axis={axis} is out of range for inputs of shape {shape}; "
+        f"pass an axis between 1 and {len(shape) - 1} (or a negative one)."
+    )
+
+
+def ambiguous_channel_axis(axis: int, shape: tuple[int, ...]) -> str:
+    return (
+        f"cannot tell the channel axis of shape {shape}: the default channel_axis={axis} "
+        f"has size {shape[axis]}, while the last axis has size {shape[-1]}, which looks like "
+        "channels; pass channel_axis= (-1 for channels-last, 1 for channels-first)."
+    )
+
+
+# --- inputs -----------------------------------------------------------------------------
+
+
+def inputs_not_array(inputs: object) -> str:
+    return (
+        f"inputs of type {type(inputs).__name__} cannot be read as an array; "
+        "pass a NumPy array or a tensor of the model's framework with a batch axis first."
+    )
+
+
+def inputs_not_floating(dtype: object) -> str:
+    return (
+        f"inputs have dtype {dtype}; saliency needs floating inputs. Convert (and normalise) "
+        "to float32 as the model expects, or explain with respect to an embedding instead of "
+        "token ids."
+    )
+
+
+def inputs_without_batch_axis(shape: tuple[int, ...]) -> str:
+    return (
+        f"inputs of shape {shape} have no batch axis; add one, e.g. inputs[None] for a single "
+        "sample."
+    )
+
+
+def inputs_not_finite(count: int, first_sample: int) -> str:
+    return (
+        f"inputs contain {count} non-finite values (first at sample {first_sample}); "
+        "replace NaN/Inf before explaining, e.g. with np.nan_to_num."
+    )
+
+
+def model_failed(shape: tuple[int, ...], error: BaseException) -> str:
+    return (
+        f"model failed on inputs of shape {shape}: {type(error).__name__}: {error}. "
+        "Check the input layout and that the first axis is the batch axis."
+    )
+
+
+# --- targets ----------------------------------------------------------------------------
+
+
+def targets_not_integer(dtype: object) -> str:
+    return (
+        f"targets of dtype {dtype} are not class indices; pass integers such as "
+        "np.array([3, 1, 0]), or a 2-D array of weights of shape (N, n_outputs)."
+    )
+
+
+def targets_wrong_length(count: int, n: int) -> str:
+    return (
+        f"got {count} targets for {n} inputs; pass one target per sample, one int for all, "
+        "or None to explain the predicted class."
+    )
+
+
+def targets_out_of_range(value: int, n_outputs: int) -> str:
+    return (
+        f"target {value} out of range for a model with {n_outputs} outputs "
+        f"(valid: 0..{n_outputs - 1}); negative indices are not accepted."
+    )
+
+
+def targets_wrong_rank(shape: tuple[int, ...]) -> str:
+    return (
+        f"targets of shape {shape}; expected an int, class indices of shape (N,), "
+        "or weights of shape (N, n_outputs)."
+    )
+
+
+def weights_wrong_shape(shape: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    return (
+        f"2-D targets of shape {shape} do not match the model's outputs {expected}; "
+        f"pass weights of shape {expected}, or class indices of shape ({expected[0]},)."
+    )
+
+
+def weights_not_finite() -> str:
+    return "2-D targets (output weights) contain NaN or Inf; pass finite weights."
+
+
+def single_output_target(value: object) -> str:
+    return (
+        f"targets={value!r} given for a model with one output per sample; "
+        "pass targets=None (or 0) for a single-output (regression) model."
+    )
+
+
+# --- model outputs ----------------------------------------------------------------------
+
+
+def output_not_tensor(description: str) -> str:
+    return (
+        f"model returned {description}, not a single tensor; pass "
+        "output_selector=lambda out: out['logits'] (or out[0]) to Saliency, "
+        "or an operator that returns one score per sample."
+    )
+
+
+def output_wrong_shape(shape: tuple[int, ...], n: int) -> str:
+    return (
+        f"model output of shape {shape} for a batch of {n}; expected (N,) or (N, n_outputs) "
+        f"with N={n}. For other outputs pass an operator that returns one score per sample."
+    )
+
+
+def operator_wrong_shape(shape: tuple[int, ...], n: int) -> str:
+    return (
+        f"operator returned scores of shape {shape} for a batch of {n}; it must return one "
+        f"score per sample, shape ({n},)."
+    )
+
+
+def probabilities_output() -> str:
+    return (
+        "model outputs look like probabilities (in [0, 1], rows sum to 1): gradients through "
+        "a softmax saturate; explain the logits instead (drop the final softmax)."
+    )
+
+
+# --- backend answers --------------------------------------------------------------------
+
+
+def gradient_is_none() -> str:
+    return (
+        "gradient of the target score with respect to the input is None: the output does "
+        "not depend on the input. Check that the forward pass uses its input and stays in "
+        "the framework (no .numpy(), .detach() or predict() inside it)."
+    )
+
+
+def gradient_wrong_shape(backend: str, shape: object, expected: tuple[int, ...]) -> str:
+    return (
+        f"backend {backend!r} returned a gradient of shape {shape} for inputs of shape "
+        f"{expected}; this is a bug in that backend, please report it to its authors."
+    )
+
+
+def gradient_not_float(backend: str, dtype: object) -> str:
+    return (
+        f"backend {backend!r} returned a gradient of dtype {dtype}; expected a floating "
+        "NumPy array. This is a bug in that backend, please report it."
+    )
+
+
+def gradient_not_finite(samples: Sequence[int]) -> str:
+    return (
+        f"saliency is NaN or Inf for samples {_listing(samples)}; the model's gradient is not "
+        "finite there (check for log/sqrt/division at 0, or float16 overflow)."
+    )
+
+
+def zero_saliency(samples: Sequence[int]) -> str:
+    return (
+        f"saliency is identically zero for samples {_listing(samples)}; the model output may be "
+        "disconnected from its input (e.g. .numpy()/predict()/detach inside forward) or "
+        "saturated (softmax/sigmoid output; explain logits instead)."
+    )
+
+
+# --- framework-specific model state -----------------------------------------------------
+
+
+def training_mode(modules: Sequence[str]) -> str:
+    return (
+        f"model is in training mode (e.g. Dropout/BatchNorm active in {_listing(modules)}); "
+        "call model.eval() first or pass allow_training_mode=True."
+    )
+
+
+def several_devices(devices: Sequence[str]) -> str:
+    return (
+        f"model parameters are spread over several devices {_listing(devices)}; "
+        "move the model to one device, or pass an operator that handles the placement."
+    )

@@ -1,0 +1,363 @@
+"""The conformance suite every backend runs, ours and anyone's.
+
+Subclass :class:`BackendConformanceTests` in a test module, name the subclass
+``Test...`` so pytest collects it, and implement two methods::
+
+    class TestMyBackend(BackendConformanceTests):
+        layout = "channels_last"          # or "channels_first" (PyTorch)
+
+        def backend(self):
+            return get_backend("mine")
+
+        def build_model(self, spec):
+            ...  # build spec.layers in your framework, return the model
+
+Checks compare values, not only shapes: exact gradients of the model zoo in
+:mod:`agnostic_saliency.testing.models`, finite differences of the backend's own
+predictions, and invariants (targets, batching, layouts, dtypes, side effects).
+A check that a backend cannot pass goes into ``expected_failures`` with a reason;
+it then runs as a strict ``xfail``, so fixing it is noticed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from agnostic_saliency import Saliency, get_backend, list_backends
+from agnostic_saliency.backend import Backend, CallOptions
+from agnostic_saliency.testing.models import Layout, ModelSpec, make_spec
+from agnostic_saliency.testing.reference import NumpyModel
+
+__all__ = ["BackendConformanceTests"]
+
+
+class BackendConformanceTests:
+    """Base class of a backend's conformance tests (not collected itself).
+
+    Attributes
+    ----------
+    layout
+        Layout of image inputs the built models consume.
+    supports_float64
+        Whether the backend computes in float64 for float64 inputs and models.
+    detectable
+        Whether models built by :meth:`build_model` are detected without ``backend=``.
+    rtol, atol
+        Tolerances of float32 comparisons.
+    expected_failures
+        ``{"test_name": "reason"}`` for checks known to fail, run as strict xfail.
+    """
+
+    layout: ClassVar[Layout] = "channels_last"
+    supports_float64: ClassVar[bool] = True
+    detectable: ClassVar[bool] = True
+    rtol: ClassVar[float] = 1e-4
+    atol: ClassVar[float] = 1e-6
+    expected_failures: ClassVar[dict[str, str]] = {}
+
+    # --- to implement ---------------------------------------------------------------
+
+    def backend(self) -> Backend | str:
+        """The backend under test, or its registered name."""
+        raise NotImplementedError
+
+    def build_model(self, spec: ModelSpec) -> Any:
+        """Build ``spec.layers`` in the framework for inputs of ``spec.input_shape``."""
+        raise NotImplementedError
+
+    def to_framework(self, array: np.ndarray) -> Any:
+        """Convert an array to the framework's tensor type (default: keep NumPy)."""
+        return array
+
+    # --- helpers --------------------------------------------------------------------
+
+    @pytest.fixture(autouse=True)
+    def _expected_failure(self, request: pytest.FixtureRequest) -> None:
+        name = request.node.originalname if hasattr(request.node, "originalname") else ""
+        reason = self.expected_failures.get(name)
+        if reason:
+            request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+
+    def resolved_backend(self) -> Backend:
+        backend = self.backend()
+        return get_backend(backend) if isinstance(backend, str) else backend
+
+    def spec(self, name: str, dtype: type = np.float32, seed: int = 0) -> ModelSpec:
+        return make_spec(name, layout=self.layout, dtype=dtype, seed=seed)
+
+    def model(self, spec: ModelSpec) -> Any:
+        return self.build_model(spec)
+
+    def inputs(self, spec: ModelSpec, n: int = 5, seed: int = 1,
+               dtype: type = np.float32) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return rng.normal(size=(n, *spec.input_shape)).astype(dtype)
+
+    def saliency(self, model: Any, **kwargs: Any) -> Saliency:
+        return Saliency(model, backend=self.resolved_backend(), **kwargs)
+
+    def exact_gradient(self, spec: ModelSpec, x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        exact = spec.cast(np.float64)
+        return NumpyModel(exact).input_gradient(x.astype(np.float64), weights)
+
+    def one_hot(self, targets: np.ndarray, n_outputs: int) -> np.ndarray:
+        return np.eye(n_outputs)[targets]
+
+    def assert_close(self, actual: np.ndarray, expected: np.ndarray, scale: float = 1.0
+                     ) -> None:
+        np.testing.assert_allclose(actual, expected, rtol=self.rtol,
+                                   atol=self.atol * max(scale, 1.0))
+
+    def channel_axis(self) -> int:
+        return 1 if self.layout == "channels_first" else -1
+
+    def to_layout(self, canonical: np.ndarray) -> np.ndarray:
+        """Move the channels of a channels-last image array to this backend's layout."""
+        return np.moveaxis(canonical, -1, 1) if self.layout == "channels_first" else canonical
+
+    # --- registry and detection -----------------------------------------------------
+
+    def test_backend_is_registered_instance(self) -> None:
+        backend = self.resolved_backend()
+        assert backend.name in list_backends()
+        assert get_backend(backend.name) is backend
+
+    def test_detection_picks_this_backend(self) -> None:
+        if not self.detectable:
+            pytest.skip("models of this backend are plain functions; backend= is required")
+        model = self.model(self.spec("mlp"))
+        assert Saliency(model).backend is self.resolved_backend()
+
+    # --- exact values ---------------------------------------------------------------
+
+    def test_linear_vector_map_is_abs_weight_column(self) -> None:
+        spec = self.spec("linear_vector")
+        x, targets = self.inputs(spec), np.array([0, 1, 2, 3, 1])
+        maps = self.saliency(self.model(spec)).explain(x, targets)
+        weight = spec.layers[0].weight
+        self.assert_close(maps, np.abs(weight[:, targets].T))
+
+    def test_linear_image_map_is_channel_max_of_weights(self) -> None:
+        spec = self.spec("linear_image")
+        x, targets = self.inputs(spec), np.array([3, 0, 1, 2, 3])
+        maps = self.saliency(self.model(spec)).explain(x, targets)
+        canonical = make_spec("linear_image").layers[1].weight.reshape(6, 5, 3, -1)
+        expected = np.abs(canonical[..., targets]).max(axis=2).transpose(2, 0, 1)
+        assert maps.shape == (5, 6, 5)
+        self.assert_close(maps, expected)
+
+    def test_reducer_none_keeps_channels_in_input_layout(self) -> None:
+        spec = self.spec("linear_image")
+        x, targets = self.inputs(spec), np.array([3, 0, 1, 2, 3])
+        maps = self.saliency(self.model(spec), reducer=None).explain(x, targets)
+        canonical = make_spec("linear_image").layers[1].weight.reshape(6, 5, 3, -1)
+        expected = self.to_layout(np.abs(canonical[..., targets]).transpose(3, 0, 1, 2))
+        assert maps.shape == x.shape
+        self.assert_close(maps, expected)
+
+    @pytest.mark.parametrize("reducer", ["max", "mean", "min", "sum"])
+    def test_reducers_reduce_the_channel_axis(self, reducer: str) -> None:
+        spec = self.spec("cnn")
+        model, x = self.model(spec), self.inputs(spec)
+        full = self.saliency(model, reducer=None).explain(x, 1)
+        maps = self.saliency(model, reducer=reducer).explain(x, 1)
+        expected = getattr(np, reducer)(full, axis=self.channel_axis())
+        self.assert_close(maps, expected, scale=float(np.abs(expected).max()))
+
+    @pytest.mark.parametrize("name", ["mlp", "cnn", "cnn_flatten"])
+    def test_signed_gradient_matches_exact_gradient(self, name: str) -> None:
+        spec = self.spec(name)
+        x, targets = self.inputs(spec), np.array([0, 1, 2, 1, 0])
+        maps = self.saliency(self.model(spec), reducer=None, absolute=False).explain(x, targets)
+        expected = self.exact_gradient(spec, x, self.one_hot(targets, spec.n_outputs))
+        self.assert_close(maps, expected, scale=float(np.abs(expected).max()))
+
+    def test_gradient_matches_finite_differences_of_predict(self) -> None:
+        dtype = np.float64 if self.supports_float64 else np.float32
+        spec = self.spec("mlp", dtype=dtype)
+        model, backend = self.model(spec), self.resolved_backend()
+        x = self.inputs(spec, n=3, dtype=dtype)
+        weights = self.one_hot(np.array([2, 0, 1]), spec.n_outputs).astype(dtype)
+        gradient = backend.gradient(model, x, weights, None, CallOptions())
+        step = 1e-6 if dtype == np.float64 else 1e-2
+        numeric = np.zeros_like(x, dtype=np.float64)
+        for index in np.ndindex(x.shape):
+            upper, lower = x.copy(), x.copy()
+            upper[index] += step
+            lower[index] -= step
+            difference = (np.sum(backend.predict(model, upper, CallOptions()) * weights)
+                          - np.sum(backend.predict(model, lower, CallOptions()) * weights))
+            numeric[index] = difference / (upper[index] - lower[index])
+        tolerance = 1e-6 if dtype == np.float64 else 2e-3
+        np.testing.assert_allclose(gradient, numeric, rtol=tolerance, atol=tolerance)
+
+    def test_raw_gradient_contract(self) -> None:
+        spec = self.spec("cnn")
+        model, x = self.model(spec), self.inputs(spec)
+        weights = np.random.default_rng(3).normal(size=(len(x), spec.n_outputs))
+        gradient = self.resolved_backend().gradient(model, x, weights.astype(np.float32), None,
+                                                    CallOptions())
+        assert isinstance(gradient, np.ndarray) and gradient.shape == x.shape
+        assert np.issubdtype(gradient.dtype, np.floating)
+        expected = self.exact_gradient(spec, x, weights)
+        self.assert_close(gradient, expected, scale=float(np.abs(expected).max()))
+
+    def test_predict_matches_reference_forward(self) -> None:
+        spec = self.spec("cnn")
+        model, x = self.model(spec), self.inputs(spec)
+        outputs = self.resolved_backend().predict(model, x, CallOptions())
+        expected = NumpyModel(spec.cast(np.float64))(x.astype(np.float64))
+        assert isinstance(outputs, np.ndarray) and outputs.shape == (len(x), spec.n_outputs)
+        self.assert_close(outputs, expected)
+
+    def test_operator_scales_the_selected_output(self) -> None:
+        spec = self.spec("mlp")
+        model, x = self.model(spec), self.inputs(spec)
+
+        def operator(model: Any, inputs: Any, targets: Any) -> Any:
+            return model(inputs)[:, 1] * 3.0
+
+        maps = self.saliency(model, operator=operator).explain(x)
+        expected = 3.0 * np.abs(self.exact_gradient(spec, x, self.one_hot(np.ones(5, int), 3)))
+        np.testing.assert_allclose(maps, expected, rtol=1e-3, atol=1e-4)
+
+    # --- targets --------------------------------------------------------------------
+
+    def test_one_hot_targets_equal_index_targets(self) -> None:
+        spec = self.spec("cnn")
+        explainer, x = self.saliency(self.model(spec)), self.inputs(spec)
+        targets = np.array([2, 0, 1, 1, 2])
+        by_index = explainer.explain(x, targets)
+        by_one_hot = explainer.explain(x, self.one_hot(targets, spec.n_outputs))
+        self.assert_close(by_one_hot, by_index)
+
+    def test_weight_targets_are_linear_in_the_weights(self) -> None:
+        spec = self.spec("mlp")
+        explainer = self.saliency(self.model(spec), absolute=False)
+        x = self.inputs(spec)
+        weights = np.random.default_rng(4).normal(size=(len(x), spec.n_outputs))
+        combined = explainer.explain(x, weights)
+        per_class = [explainer.explain(x, k) for k in range(spec.n_outputs)]
+        expected = sum(weights[:, k, None] * per_class[k] for k in range(spec.n_outputs))
+        self.assert_close(combined, expected, scale=float(np.abs(expected).max()))
+
+    def test_int_target_broadcasts_to_every_sample(self) -> None:
+        spec = self.spec("mlp")
+        explainer, x = self.saliency(self.model(spec)), self.inputs(spec)
+        self.assert_close(explainer.explain(x, 2), explainer.explain(x, np.full(len(x), 2)))
+
+    def test_no_targets_explain_the_predicted_class(self) -> None:
+        spec = self.spec("mlp")
+        model, x = self.model(spec), self.inputs(spec, n=8)
+        explainer = self.saliency(model)
+        predicted = np.argmax(self.resolved_backend().predict(model, x, CallOptions()), axis=1)
+        maps, used = explainer.explain_with_targets(x)
+        assert used is not None
+        np.testing.assert_array_equal(used, predicted)
+        self.assert_close(maps, explainer.explain(x, predicted))
+
+    def test_regression_model_needs_no_target(self) -> None:
+        spec = self.spec("regression")
+        maps = self.saliency(self.model(spec)).explain(self.inputs(spec))
+        expected = np.abs(np.broadcast_to(spec.layers[0].weight[:, 0], (5, 5)))
+        self.assert_close(maps, expected)
+
+    def test_different_targets_give_their_own_weights(self) -> None:
+        spec = self.spec("linear_vector")
+        explainer, x = self.saliency(self.model(spec)), self.inputs(spec)
+        first, second = explainer.explain(x, 0), explainer.explain(x, 1)
+        weight = spec.layers[0].weight
+        self.assert_close(first, np.broadcast_to(np.abs(weight[:, 0]), first.shape))
+        self.assert_close(second, np.broadcast_to(np.abs(weight[:, 1]), second.shape))
+        assert not np.allclose(first, second)
+
+    # --- batching and layout --------------------------------------------------------
+
+    @pytest.mark.parametrize("batch_size", [1, 3, 7])
+    def test_batch_size_does_not_change_maps(self, batch_size: int) -> None:
+        spec = self.spec("cnn")
+        model, x = self.model(spec), self.inputs(spec, n=7)
+        targets = np.array([0, 1, 2, 0, 1, 2, 0])
+        whole = self.saliency(model).explain(x, targets)
+        batched = self.saliency(model, batch_size=batch_size).explain(x, targets)
+        np.testing.assert_allclose(batched, whole, rtol=1e-5, atol=1e-7)
+
+    def test_samples_are_explained_independently(self) -> None:
+        spec = self.spec("cnn")
+        explainer, x = self.saliency(self.model(spec)), self.inputs(spec)
+        targets = np.array([0, 1, 2, 0, 1])
+        batched = explainer.explain(x, targets)
+        single = np.concatenate([explainer.explain(x[i:i + 1], targets[i:i + 1])
+                                 for i in range(len(x))])
+        np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-7)
+
+    def test_permuting_samples_permutes_maps(self) -> None:
+        spec = self.spec("mlp")
+        explainer, x = self.saliency(self.model(spec)), self.inputs(spec)
+        targets, order = np.array([0, 1, 2, 0, 1]), np.array([4, 2, 0, 3, 1])
+        maps = explainer.explain(x, targets)
+        np.testing.assert_allclose(explainer.explain(x[order], targets[order]), maps[order],
+                                   rtol=1e-5, atol=1e-7)
+
+    def test_explicit_default_channel_axis_matches_default(self) -> None:
+        spec = self.spec("cnn")
+        model, x = self.model(spec), self.inputs(spec)
+        explicit = self.saliency(model, channel_axis=self.channel_axis()).explain(x, 0)
+        np.testing.assert_array_equal(explicit, self.saliency(model).explain(x, 0))
+
+    def test_empty_batch_returns_empty_maps(self) -> None:
+        spec = self.spec("cnn")
+        maps = self.saliency(self.model(spec)).explain(self.inputs(spec, n=0), 0)
+        assert maps.shape == (0, 7, 6)
+
+    # --- dtypes, input kinds and side effects ---------------------------------------
+
+    def test_float32_inputs_give_float32_maps(self) -> None:
+        spec = self.spec("cnn")
+        maps = self.saliency(self.model(spec)).explain(self.inputs(spec), 0)
+        assert maps.dtype == np.float32 and maps.flags.c_contiguous and maps.flags.writeable
+
+    def test_float64_inputs_give_float64_maps(self) -> None:
+        dtype = np.float64 if self.supports_float64 else np.float32
+        spec = self.spec("cnn", dtype=dtype)
+        x = self.inputs(spec, dtype=np.float64)
+        maps = self.saliency(self.model(spec)).explain(x, 1)
+        assert maps.dtype == np.float64
+        expected = np.abs(self.exact_gradient(spec, x, self.one_hot(np.ones(5, int), 3)))
+        expected = expected.max(axis=self.channel_axis())
+        self.assert_close(maps, expected, scale=float(expected.max()))
+
+    def test_framework_tensors_read_only_and_strided_inputs_agree(self) -> None:
+        spec = self.spec("cnn")
+        explainer, x = self.saliency(self.model(spec)), self.inputs(spec, n=4)
+        expected = explainer.explain(x, 1)
+        read_only = x.copy()
+        read_only.flags.writeable = False
+        reversed_view = x[::-1].copy()[::-1]
+        for variant in (self.to_framework(x), read_only, reversed_view):
+            np.testing.assert_array_equal(explainer.explain(variant, 1), expected)
+
+    def test_inputs_and_model_are_left_unchanged(self) -> None:
+        spec = self.spec("cnn")
+        model, x = self.model(spec), self.inputs(spec)
+        backend, original = self.resolved_backend(), x.copy()
+        before = backend.predict(model, x, CallOptions())
+        maps = self.saliency(model).explain(x, 2)
+        np.testing.assert_array_equal(x, original)
+        np.testing.assert_array_equal(backend.predict(model, x, CallOptions()), before)
+        assert not np.shares_memory(maps, x)
+
+    def test_repeated_calls_are_deterministic(self) -> None:
+        spec = self.spec("cnn")
+        explainer, x = self.saliency(self.model(spec)), self.inputs(spec)
+        np.testing.assert_array_equal(explainer.explain(x, 1), explainer.explain(x, 1))
+
+    def test_maps_are_finite_non_negative_and_not_trivial(self) -> None:
+        spec = self.spec("cnn")
+        maps = self.saliency(self.model(spec)).explain(self.inputs(spec, n=6))
+        assert np.all(np.isfinite(maps)) and np.all(maps >= 0)
+        assert math.prod(maps.shape) and np.all(maps.reshape(len(maps), -1).max(axis=1) > 0)

@@ -1,0 +1,82 @@
+"""Deliberately broken variants of the reference backend; the suite must reject each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agnostic_saliency import get_backend
+
+
+class Mutant:
+    """The reference backend with one defect; ``name`` stays ``"reference"``."""
+
+    channel_axis = -1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_backend("reference"), name)
+
+    def gradient(self, model, inputs, targets, operator, options):  # type: ignore[no-untyped-def]
+        exact = get_backend("reference").gradient(model, inputs, targets, operator, options)
+        return self.corrupt(exact, model, inputs, targets)
+
+    def corrupt(self, gradient, model, inputs, targets):  # type: ignore[no-untyped-def]
+        return gradient
+
+
+class SignFlipped(Mutant):
+    def corrupt(self, gradient, model, inputs, targets):  # type: ignore[no-untyped-def]
+        return -gradient
+
+
+class SpatiallyFlipped(Mutant):
+    """Returns image gradients with the height axis reversed (a layout bug)."""
+
+    def corrupt(self, gradient, model, inputs, targets):  # type: ignore[no-untyped-def]
+        return gradient[:, ::-1].copy() if gradient.ndim == 4 else gradient
+
+
+class IgnoresTargets(Mutant):
+    """Always explains output 0."""
+
+    def gradient(self, model, inputs, targets, operator, options):  # type: ignore[no-untyped-def]
+        if operator is None and targets is not None and np.ndim(targets) == 2:
+            targets = np.zeros_like(targets)
+            targets[:, 0] = 1
+        return get_backend("reference").gradient(model, inputs, targets, operator, options)
+
+
+class BatchCoupled(Mutant):
+    """Mixes samples of a batch, like a model left in training mode with batch norm."""
+
+    def corrupt(self, gradient, model, inputs, targets):  # type: ignore[no-untyped-def]
+        return gradient + 0.1 * gradient.mean(axis=0, keepdims=True)
+
+
+class LowPrecision(Mutant):
+    """Computes in float16 and returns float32."""
+
+    def corrupt(self, gradient, model, inputs, targets):  # type: ignore[no-untyped-def]
+        return gradient.astype(np.float16).astype(np.float32)
+
+
+class ScaledPredictions(Mutant):
+    """Returns softmax probabilities from predict instead of the model's outputs."""
+
+    def predict(self, model, inputs, options):  # type: ignore[no-untyped-def]
+        outputs = get_backend("reference").predict(model, inputs, options)
+        if outputs.ndim != 2:
+            return outputs
+        exp = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+class MutatesInputs(Mutant):
+    """Normalises the caller's array in place."""
+
+    def corrupt(self, gradient, model, inputs, targets):  # type: ignore[no-untyped-def]
+        if inputs.flags.writeable:
+            inputs *= 1.0
+            inputs += 1e-3
+        return gradient

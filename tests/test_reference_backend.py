@@ -1,0 +1,40 @@
+"""The conformance suite run against the NumPy reference backend (no framework needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agnostic_saliency import get_backend
+from agnostic_saliency.testing import BackendConformanceTests, ModelSpec, NumpyModel
+
+
+class TestReferenceBackend(BackendConformanceTests):
+    layout = "channels_last"
+
+    def backend(self) -> str:
+        return "reference"
+
+    def build_model(self, spec: ModelSpec) -> Any:
+        return NumpyModel(spec)
+
+
+class TestReferenceBackendChannelsFirst(TestReferenceBackend):
+    """The suite's channels-first path, checked without a framework."""
+
+    layout = "channels_first"
+    expected_failures = {
+        "test_backend_is_registered_instance": "this variant is deliberately not registered",
+        "test_detection_picks_this_backend": "detection picks the registered reference backend",
+    }
+
+    def backend(self) -> Any:
+        return _ChannelsFirstReference()
+
+
+class _ChannelsFirstReference:
+    """The reference backend with a channels-first convention, registered nowhere."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_backend("reference"), name)
+
+    channel_axis = 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,21 +24,13 @@ def output_spec(outputs: Any, n: int) -> OutputSpec:
         If the output's first axis is not the batch or its rank is not 1 or 2.
     """
     if not isinstance(outputs, np.ndarray):
-        raise TypeError(messages.output_not_tensor(_describe(outputs)))
+        raise TypeError(messages.output_not_tensor(messages.describe_output(outputs)))
     if outputs.ndim not in (1, 2) or outputs.shape[0] != n:
         raise ValueError(messages.output_wrong_shape(outputs.shape, n))
     spec = OutputSpec(outputs.shape[1:])
     if _looks_like_probabilities(outputs, spec):
         warnings.warn(messages.probabilities_output(), messages.SaliencyWarning, stacklevel=4)
     return spec
-
-
-def _describe(outputs: Any) -> str:
-    if isinstance(outputs, Mapping):
-        return f"a {type(outputs).__name__} with keys {sorted(map(str, outputs))}"
-    if isinstance(outputs, (tuple, list)):
-        return f"a {type(outputs).__name__} of {len(outputs)} items"
-    return f"an object of type {type(outputs).__name__}"
 
 
 def _looks_like_probabilities(outputs: np.ndarray, spec: OutputSpec) -> bool:

@@ -7,7 +7,7 @@ failure reads the same whatever the framework.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = ["SaliencyWarning"]
 
@@ -159,6 +159,13 @@ def inputs_not_finite(count: int, first_sample: int) -> str:
     )
 
 
+def dtype_cast(given: str, used: str) -> str:
+    return (
+        f"inputs are {given} but the model computes in {used}; they are cast to {used}. "
+        f"Pass {used} inputs to silence this, or convert the model to {given}."
+    )
+
+
 def model_failed(shape: tuple[int, ...], error: BaseException) -> str:
     return (
         f"model failed on inputs of shape {shape}: {type(error).__name__}: {error}. "
@@ -216,6 +223,15 @@ def single_output_target(value: object) -> str:
 
 
 # --- model outputs ----------------------------------------------------------------------
+
+
+def describe_output(outputs: object) -> str:
+    """Describe a model output that is not one array: its kind and keys or length."""
+    if isinstance(outputs, Mapping):
+        return f"a {type(outputs).__name__} with keys {sorted(map(str, outputs))}"
+    if isinstance(outputs, (tuple, list)):
+        return f"a {type(outputs).__name__} of {len(outputs)} items"
+    return f"an object of type {type(outputs).__name__}"
 
 
 def output_not_tensor(description: str) -> str:

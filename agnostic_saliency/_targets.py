@@ -37,22 +37,19 @@ class OutputSpec:
 class TargetPlan:
     """Targets resolved for ``n`` samples.
 
-    Exactly one of the fields describes the targets: ``indices`` (one class per
-    sample), ``weights`` (a weight per output), or ``predicted`` (the argmax of
-    the model's output, known only after a forward pass).
+    Exactly one of ``indices`` (one class per sample) and ``weights`` (a weight
+    per output) describes the targets.
     """
 
     spec: OutputSpec
     indices: np.ndarray | None = None
     weights: np.ndarray | None = None
-    predicted: bool = False
 
     def weights_for(self, ids: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """Output weights of the samples ``ids``, of the output's shape, in ``dtype``."""
         if self.weights is not None:
             return np.ascontiguousarray(self.weights[ids], dtype=dtype)
-        if self.indices is None:
-            raise RuntimeError("predicted targets must be resolved before weights are asked")
+        assert self.indices is not None
         if self.spec.single:
             return np.ones((len(ids), *self.spec.sample_shape), dtype=dtype)
         weights = np.zeros((len(ids), self.spec.n_outputs), dtype=dtype)
@@ -61,7 +58,7 @@ class TargetPlan:
 
 
 def plan_targets(targets: Any, n: int, spec: OutputSpec) -> TargetPlan:
-    """Validate ``targets`` for ``n`` samples of a model with outputs ``spec``.
+    """Validate the given ``targets`` for ``n`` samples of a model with outputs ``spec``.
 
     Raises
     ------
@@ -71,10 +68,6 @@ def plan_targets(targets: Any, n: int, spec: OutputSpec) -> TargetPlan:
         For a wrong length, an out-of-range index or a weight matrix of the
         wrong shape.
     """
-    if targets is None:
-        if spec.single:
-            return TargetPlan(spec, indices=np.zeros(n, dtype=np.int64))
-        return TargetPlan(spec, predicted=True)
     array = np.asarray(targets)
     if array.ndim == 2:
         return TargetPlan(spec, weights=_check_weights(array, n, spec))

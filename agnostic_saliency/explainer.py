@@ -169,18 +169,22 @@ class GradientExplainer:
         """Resolve targets for the whole input (one forward pass if they are predicted)."""
         if len(x) == 0:
             return TargetPlan(OutputSpec((1,)), indices=np.zeros(0, dtype=np.int64))
-        plan = plan_targets(self._targets_array(targets), len(x), self._output_spec(x))
-        if plan.predicted:
+        if targets is None:
             outputs = self.predict(x)
-            plan = TargetPlan(plan.spec, indices=np.argmax(outputs, axis=1).astype(np.int64))
-        return plan
+            spec = OutputSpec(outputs.shape[1:])
+            if spec.single:
+                return TargetPlan(spec, indices=np.zeros(len(x), dtype=np.int64))
+            return TargetPlan(spec, indices=np.argmax(outputs, axis=1).astype(np.int64))
+        return plan_targets(self._targets_array(targets), len(x), self._output_spec(x))
 
     def _output_spec(self, x: np.ndarray) -> OutputSpec:
         key = (x.shape[1:], x.dtype.str)
         with self._specs_lock:
             spec = self._specs.get(key)
         if spec is None:
-            spec = output_spec(self.backend.predict(self.model, x[:1], self.options), 1)
+            # Two samples, so that a model that reduces over the batch is caught.
+            probe = x[:2]
+            spec = output_spec(self.backend.predict(self.model, probe, self.options), len(probe))
             with self._specs_lock:
                 if len(self._specs) >= _MAX_CACHED_SPECS:
                     self._specs.pop(next(iter(self._specs)))

@@ -7,6 +7,13 @@ the entry-point group ``agnostic_saliency.backends``.
 from agnostic_saliency.backend import Backend, CallOptions
 from agnostic_saliency.explainer import GradientExplainer
 from agnostic_saliency.messages import SaliencyWarning
+from agnostic_saliency.methods import (
+    GradientInput,
+    IntegratedGradients,
+    SmoothGrad,
+    SquareGrad,
+    VarGrad,
+)
 from agnostic_saliency.registry import get_backend, list_backends, register_backend
 from agnostic_saliency.saliency import Saliency
 
@@ -16,8 +23,13 @@ __all__ = [
     "Backend",
     "CallOptions",
     "GradientExplainer",
+    "GradientInput",
+    "IntegratedGradients",
     "Saliency",
     "SaliencyWarning",
+    "SmoothGrad",
+    "SquareGrad",
+    "VarGrad",
     "__version__",
     "get_backend",
     "list_backends",

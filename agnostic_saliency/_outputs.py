@@ -42,11 +42,12 @@ def _looks_like_probabilities(outputs: np.ndarray, spec: OutputSpec) -> bool:
 
 
 def check_gradient(
-    gradient: Any, shape: tuple[int, ...], backend: str, first_sample: int = 0
+    gradient: Any, shape: tuple[int, ...], backend: str, samples: np.ndarray
 ) -> np.ndarray:
     """Return the backend's gradient after checking it is a finite float array of ``shape``.
 
-    ``first_sample`` is the index of the batch's first sample, used in messages.
+    ``samples`` gives, for each row of the gradient, the index of the input sample it
+    belongs to; messages name those.
 
     Raises
     ------
@@ -66,5 +67,6 @@ def check_gradient(
         flat = gradient.reshape(len(gradient), -1)
         bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
         if bad.size:
-            raise FloatingPointError(messages.gradient_not_finite((bad + first_sample).tolist()))
+            named = np.unique(samples[bad]).tolist()
+            raise FloatingPointError(messages.gradient_not_finite(named))
     return gradient

@@ -120,9 +120,9 @@ class GradientExplainer:
         x = as_input_array(inputs, self.backend)
         axis = self._channel_axis(x)
         if self.operator is None:
-            run = _Run(self, x, plan=self._plan(x, targets))
+            run = _Run(self, x, axis, plan=self._plan(x, targets))
         else:
-            run = _Run(self, x, raw_targets=self._operator_targets(x, targets))
+            run = _Run(self, x, axis, raw_targets=self._operator_targets(x, targets))
         maps = np.empty(self._map_shape(x, axis), dtype=_output_dtype(x.dtype))
         for rows in _chunks(len(x), self._samples_per_chunk(len(x))):
             attributions = self._attribute(run, rows)
@@ -143,7 +143,7 @@ class GradientExplainer:
 
     def _channel_axis(self, x: np.ndarray) -> int:
         if not is_image(x.ndim):
-            return -1
+            return x.ndim - 1
         return resolve_channel_axis(self.channel_axis, self.backend.channel_axis, x.shape)
 
     def _map_shape(self, x: np.ndarray, axis: int) -> tuple[int, ...]:
@@ -215,10 +215,13 @@ class GradientExplainer:
 class _Run:
     """State of one ``explain`` call: inputs, targets, and which samples had a gradient."""
 
-    def __init__(self, explainer: GradientExplainer, x: np.ndarray,
+    def __init__(self, explainer: GradientExplainer, x: np.ndarray, channel_axis: int,
                  plan: TargetPlan | None = None, raw_targets: np.ndarray | None = None) -> None:
         self.explainer = explainer
         self.x = x
+        self.channel_axis = channel_axis
+        #: Per-call state of a method (e.g. its noise generators), never shared across calls.
+        self.state: dict[str, Any] = {}
         self.plan = plan
         self.raw_targets = raw_targets
         self._alive = np.zeros(len(x), dtype=bool)
@@ -227,7 +230,7 @@ class _Run:
         """Signed gradient at ``points``, each explained with the target of ``samples``."""
         explainer = self.explainer
         ids = np.arange(len(self.x))[samples]
-        targets: np.ndarray | None
+        targets: Any
         if self.plan is not None:
             targets = self.plan.weights_for(ids, points.dtype)
         elif self.raw_targets is None or self.raw_targets.ndim == 0:
@@ -236,8 +239,8 @@ class _Run:
             targets = self.raw_targets[ids]
         gradient = explainer.backend.gradient(explainer.model, points, targets,
                                               explainer.operator, explainer.options)
-        gradient = check_gradient(gradient, points.shape, explainer.backend.name, int(ids[0]))
-        self._alive[ids] |= gradient.reshape(len(points), -1).any(axis=1)
+        gradient = check_gradient(gradient, points.shape, explainer.backend.name, ids)
+        np.logical_or.at(self._alive, ids, gradient.reshape(len(points), -1).any(axis=1))
         return gradient
 
     def dead_samples(self) -> np.ndarray:

@@ -108,6 +108,36 @@ def bad_reducer(reducer: object, choices: Sequence[object]) -> str:
     return f"reducer={reducer!r} is not one of {_listing(choices)}; pick one of them."
 
 
+def unknown_preset(preset: object, presets: Sequence[str]) -> str:
+    return (
+        f"preset={preset!r} is not one of {_listing(presets)}; "
+        "pick one, or None for the defaults."
+    )
+
+
+def preset_unavailable(method: str, preset: str, available: Sequence[str]) -> str:
+    return (
+        f"{preset} has no {method}, so preset={preset!r} cannot reproduce it; presets for "
+        f"{method} are {_listing(available)}."
+    )
+
+
+def bad_choice(name: str, value: object, choices: Sequence[object]) -> str:
+    return f"{name}={value!r} is not one of {_listing(choices)}; pick one of them."
+
+
+def bad_number(name: str, value: object, minimum: float, integer: bool) -> str:
+    kind = "an int" if integer else "a number"
+    return f"{name}={value!r}; expected {kind} of at least {minimum}."
+
+
+def bad_baseline(shape: tuple[int, ...], sample_shape: tuple[int, ...]) -> str:
+    return (
+        f"baseline_value of shape {shape} does not broadcast to a sample of shape "
+        f"{sample_shape}; pass a number or an array of the sample's shape."
+    )
+
+
 def bad_batch_size(batch_size: object) -> str:
     return f"batch_size={batch_size!r}; expected None or a positive int such as 32."
 

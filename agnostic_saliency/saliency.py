@@ -6,11 +6,18 @@ from typing import Any
 
 import numpy as np
 
+from agnostic_saliency._definitions import DEFAULT, resolve_definitions
 from agnostic_saliency._reduce import Reducer
 from agnostic_saliency.backend import Backend, Operator, OutputSelector
 from agnostic_saliency.explainer import GradientExplainer, _Run
 
 __all__ = ["Saliency"]
+
+_PRESETS: dict[str, dict[str, Any] | None] = {
+    "xplique": {"reducer": "max", "absolute": True},
+    "captum": {"reducer": None, "absolute": True},
+    "pair": {"reducer": None, "absolute": False},
+}
 
 
 class Saliency(GradientExplainer):
@@ -25,11 +32,14 @@ class Saliency(GradientExplainer):
     model, backend, batch_size, operator, channel_axis, output_selector, allow_training_mode, strict
         See :class:`agnostic_saliency.explainer.GradientExplainer`.
     reducer
-        Channel reduction of image maps: ``"max"`` (the paper's), ``"mean"``,
-        ``"min"``, ``"sum"``, or ``None`` to keep the channels.
+        Channel reduction of image maps: ``"max"`` (the paper's and Xplique's),
+        ``"mean"``, ``"min"``, ``"sum"``, or ``None`` to keep the channels (Captum, PAIR).
     absolute
-        Take the absolute value of the gradient (the paper's definition). ``False``
-        gives the signed gradient (PAIR's ``GradientSaliency``).
+        Take the absolute value of the gradient (the paper's, Xplique's and Captum's
+        definition). ``False`` gives the signed gradient (PAIR's ``GradientSaliency``).
+    preset
+        ``"xplique"`` (the defaults), ``"captum"`` or ``"pair"``: that library's
+        definitions; explicit arguments win.
 
     Examples
     --------
@@ -44,17 +54,20 @@ class Saliency(GradientExplainer):
         batch_size: int | None = None,
         operator: Operator | None = None,
         channel_axis: int | None = None,
-        reducer: Reducer = "max",
-        absolute: bool = True,
+        reducer: Reducer = DEFAULT,
+        absolute: bool = DEFAULT,
+        preset: str | None = None,
         output_selector: OutputSelector | None = None,
         allow_training_mode: bool = False,
         strict: bool = False,
     ) -> None:
+        definitions = resolve_definitions("Saliency", _PRESETS, preset,
+                                          {"reducer": reducer, "absolute": absolute})
         super().__init__(model, backend=backend, batch_size=batch_size, operator=operator,
-                         channel_axis=channel_axis, reducer=reducer,
+                         channel_axis=channel_axis, reducer=definitions["reducer"],
                          output_selector=output_selector,
                          allow_training_mode=allow_training_mode, strict=strict)
-        self.absolute = absolute
+        self.absolute = bool(definitions["absolute"])
 
     def _attribute(self, run: _Run, rows: slice) -> np.ndarray:
         gradient = run.gradient(run.x[rows], rows)

@@ -1,0 +1,77 @@
+"""Shared machinery of methods that evaluate gradients at many points per input.
+
+Perturbed points (noisy copies, or points on an integration path) are generated
+and reduced chunk by chunk, so at most ``batch_size`` points exist at once
+whatever ``nb_samples`` or ``steps`` are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from agnostic_saliency.explainer import GradientExplainer, _Run
+
+__all__ = ["DEFAULT_POINTS", "PerturbationExplainer", "RunningMoments"]
+
+#: Points per backend call when ``batch_size`` is None (or the number of inputs, if larger).
+DEFAULT_POINTS = 128
+
+#: ``make_points(x_rows, first, count)`` -> ``(len(x_rows) * count, ...)``, sample-major.
+PointMaker = Callable[[np.ndarray, int, int], np.ndarray]
+
+
+class PerturbationExplainer(GradientExplainer):
+    """An explainer that needs gradients at ``count`` points per input sample."""
+
+    def _count(self) -> int:
+        """Points per sample (``nb_samples`` or ``steps``)."""
+        raise NotImplementedError
+
+    def _points_per_call(self, n: int) -> int:
+        return self.batch_size or max(n, DEFAULT_POINTS)
+
+    def _samples_per_chunk(self, n: int) -> int:
+        return max(1, self._points_per_call(n) // self._count())
+
+    def _gradients_at(self, run: _Run, rows: slice, make_points: PointMaker
+                      ) -> Iterator[np.ndarray]:
+        """Yield gradients of shape ``(samples, points, ...)``, chunk by chunk."""
+        samples = rows.stop - rows.start
+        count = self._count()
+        per_sample = min(count, max(1, self._points_per_call(len(run.x)) // samples))
+        ids = np.arange(rows.start, rows.stop)
+        for first in range(0, count, per_sample):
+            size = min(per_sample, count - first)
+            points = make_points(run.x[rows], first, size)
+            gradient = run.gradient(points, np.repeat(ids, size))
+            yield gradient.reshape(samples, size, *run.x.shape[1:])
+
+
+class RunningMoments:
+    """Mean and sum of squared deviations over a growing axis, merged chunk by chunk.
+
+    Chan et al.'s pairwise update in float64: exact zeros stay exact (the variance
+    of identical gradients is 0, not rounding noise).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: np.ndarray | float = 0.0
+        self.squares: np.ndarray | float = 0.0
+
+    def update(self, values: np.ndarray) -> None:
+        """Add ``values`` of shape ``(samples, k, ...)`` along axis 1."""
+        values = values.astype(np.float64, copy=False)
+        size = values.shape[1]
+        chunk_mean = values.mean(axis=1)
+        chunk_squares = ((values - chunk_mean[:, None]) ** 2).sum(axis=1)
+        delta = chunk_mean - self.mean
+        total = self.count + size
+        self.mean = self.mean + delta * (size / total)
+        self.squares = self.squares + chunk_squares + delta**2 * (self.count * size / total)
+        self.count = total
+
+    def variance(self, ddof: int) -> np.ndarray:
+        return np.asarray(self.squares) / (self.count - ddof)

@@ -1,0 +1,45 @@
+"""Gradient x Input (Shrikumar et al. 2016)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agnostic_saliency._definitions import DEFAULT, resolve_definitions
+from agnostic_saliency.explainer import GradientExplainer, _Run
+
+__all__ = ["GradientInput"]
+
+_PRESETS: dict[str, dict[str, Any] | None] = {
+    "xplique": {"reducer": "mean", "absolute": False},
+    "captum": {"reducer": None, "absolute": False},
+    "pair": None,
+}
+
+
+class GradientInput(GradientExplainer):
+    """The input times its gradient, ``x * d score / d x`` (Captum's ``InputXGradient``).
+
+    Parameters
+    ----------
+    model, backend, batch_size, operator, channel_axis, output_selector, allow_training_mode, strict
+        See :class:`agnostic_saliency.explainer.GradientExplainer`.
+    reducer
+        Channel reduction of image maps (Xplique ``"mean"``, Captum ``None``).
+    absolute
+        Return ``|x * gradient|`` instead of the signed product (neither library does).
+    preset
+        ``"xplique"`` (default) or ``"captum"``; PAIR has no Gradient x Input.
+    """
+
+    def __init__(self, model: Any, *, reducer: Any = DEFAULT, absolute: bool = DEFAULT,
+                 preset: str | None = None, **options: Any) -> None:
+        definitions = resolve_definitions("GradientInput", _PRESETS, preset,
+                                          {"reducer": reducer, "absolute": absolute})
+        super().__init__(model, reducer=definitions["reducer"], **options)
+        self.absolute = bool(definitions["absolute"])
+
+    def _attribute(self, run: _Run, rows: slice) -> np.ndarray:
+        product = run.x[rows] * run.gradient(run.x[rows], rows)
+        return np.abs(product) if self.absolute else product

@@ -1,20 +1,18 @@
-"""A conformance suite that passes everything is worthless: each mutant must fail it."""
+"""A conformance suite that passes everything is worthless: each mutant must fail it.
+
+All mutants run in one inner pytest session (one class each); the outer tests
+then read which checks failed for which class.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
-SUITE = """
-import sys
-sys.path.insert(0, {tests!r})
-from agnostic_saliency.testing import BackendConformanceTests, NumpyModel
-import mutants
-
-class TestMutant(BackendConformanceTests):
+CLASS = """
+class Test{name}(BackendConformanceTests):
     def backend(self):
         return {backend}
 
@@ -42,20 +40,44 @@ MUST_FAIL = {
 }
 
 
+@pytest.fixture(scope="module")
+def failures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
+    """Run the suite once for every mutant and the unbroken backend; failed checks per class."""
+    folder = tmp_path_factory.mktemp("mutants")
+    source = ["import sys", f"sys.path.insert(0, {str(Path(__file__).parent)!r})",
+              "from agnostic_saliency.testing import BackendConformanceTests, NumpyModel",
+              "import mutants"]
+    source += [CLASS.format(name=name, backend=f"mutants.{name}()") for name in MUST_FAIL]
+    source.append(CLASS.format(name="Unbroken", backend="'reference'"))
+    (folder / "test_mutants.py").write_text("\n".join(source))
+    recorder = pytest.main([str(folder), "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                            "--junitxml", str(folder / "report.xml")])
+    assert recorder in (0, 1), f"the inner session crashed with exit code {recorder}"
+    return _failed_by_class(folder / "report.xml")
+
+
+def _failed_by_class(report: Path) -> dict[str, set[str]]:
+    import xml.etree.ElementTree as ElementTree
+
+    failed: dict[str, set[str]] = defaultdict(set)
+    passed: dict[str, int] = defaultdict(int)
+    for case in ElementTree.parse(report).iter("testcase"):
+        name = case.get("classname", "").split(".")[-1].removeprefix("Test")
+        check = case.get("name", "").split("[")[0]
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed[name].add(check)
+        elif case.find("skipped") is None:
+            passed[name] += 1
+    failed["__passed_Unbroken"] = {str(passed["Unbroken"])}
+    return failed
+
+
 @pytest.mark.parametrize("mutant", sorted(MUST_FAIL))
-def test_suite_rejects_broken_backend(pytester: pytest.Pytester, mutant: str) -> None:
-    tests_dir = str(Path(__file__).parent)
-    pytester.makepyfile(test_mutant=SUITE.format(tests=tests_dir, backend=f"mutants.{mutant}()"))
-    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
-    failed = {report.nodeid.split("::")[-1].split("[")[0]
-              for report in result.reprec.getreports("pytest_runtest_logreport")
-              if report.failed}
-    missing = sorted(set(MUST_FAIL[mutant]) - failed)
+def test_suite_rejects_broken_backend(failures: dict[str, set[str]], mutant: str) -> None:
+    missing = sorted(set(MUST_FAIL[mutant]) - failures[mutant])
     assert not missing, f"{mutant} passed checks that should catch it: {missing}"
 
 
-def test_unbroken_backend_passes_the_whole_suite(pytester: pytest.Pytester) -> None:
-    tests_dir = str(Path(__file__).parent)
-    pytester.makepyfile(test_mutant=SUITE.format(tests=tests_dir, backend="'reference'"))
-    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=35)
+def test_unbroken_backend_passes_the_whole_suite(failures: dict[str, set[str]]) -> None:
+    assert not failures["Unbroken"]
+    assert int(next(iter(failures["__passed_Unbroken"]))) >= 40

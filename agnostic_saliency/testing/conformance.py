@@ -22,6 +22,7 @@ it then runs as a strict ``xfail``, so fixing it is noticed.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -224,6 +225,40 @@ class BackendConformanceTests:
         maps = self.saliency(model, operator=operator).explain(x)
         expected = 3.0 * np.abs(self.exact_gradient(spec, x, self.one_hot(np.ones(5, int), 3)))
         np.testing.assert_allclose(maps, expected, rtol=1e-3, atol=1e-4)
+
+    # --- properties every correct map has (reference-free) --------------------------
+
+    def test_ignored_inputs_get_exactly_zero_for_every_target(self) -> None:
+        spec = self.spec("mlp")
+        first = spec.layers[0]
+        weight = first.weight.copy()  # type: ignore[union-attr]
+        weight[[1, 4]] = 0.0
+        spec = replace(spec, layers=(type(first)(weight, first.bias), *spec.layers[1:]))
+        explainer, x = self.saliency(self.model(spec)), self.inputs(spec)
+        for target in range(spec.n_outputs):
+            maps = explainer.explain(x, target)
+            assert np.all(maps[:, [1, 4]] == 0) and np.all(maps[:, [0, 2, 3, 5]] > 0)
+
+    def test_duplicate_samples_get_identical_maps(self) -> None:
+        spec = self.spec("cnn")
+        explainer = self.saliency(self.model(spec))
+        x = self.inputs(spec, n=3)[[0, 1, 0, 2, 0]]
+        maps = explainer.explain(x, np.array([1, 2, 1, 0, 1]))
+        np.testing.assert_allclose(maps[2], maps[0], rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(maps[4], maps[0], rtol=1e-6, atol=1e-8)
+
+    @pytest.mark.parametrize(("scale", "shift"), [(1.0, 5.0), (-1.0, 0.0), (2.5, -1.0)])
+    def test_affine_score_changes_scale_the_map_by_abs_factor(self, scale: float,
+                                                              shift: float) -> None:
+        spec = self.spec("mlp")
+        model, x = self.model(spec), self.inputs(spec)
+
+        def operator(model: Any, inputs: Any, targets: Any) -> Any:
+            return model(inputs)[:, 2] * scale + shift
+
+        maps = self.saliency(model, operator=operator).explain(x)
+        expected = abs(scale) * self.saliency(model).explain(x, 2)
+        np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-7)
 
     # --- targets --------------------------------------------------------------------
 

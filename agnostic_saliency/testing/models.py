@@ -20,7 +20,7 @@ Conventions every factory follows:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,7 +33,9 @@ __all__ = [
     "Layer",
     "ModelSpec",
     "Tanh",
+    "load_spec",
     "make_spec",
+    "save_spec",
 ]
 
 Layout = Literal["channels_last", "channels_first"]
@@ -133,6 +135,41 @@ def _permute_rows(weight: np.ndarray, hwc: tuple[int, ...]) -> np.ndarray:
     height, width, channels = hwc
     rows = weight.reshape(height, width, channels, -1).transpose(2, 0, 1, 3)
     return np.ascontiguousarray(rows.reshape(height * width * channels, -1))
+
+
+# --- files ------------------------------------------------------------------------------
+
+_LAYER_TYPES: dict[str, type] = {
+    "Dense": Dense, "Conv2D": Conv2D, "Tanh": Tanh, "Flatten": Flatten,
+    "GlobalAveragePool": GlobalAveragePool,
+}
+
+
+def save_spec(spec: ModelSpec, path: str, **extra: np.ndarray) -> None:
+    """Write a channels-last ``spec`` (and ``extra`` arrays) to an ``.npz`` file."""
+    arrays: dict[str, np.ndarray] = {
+        "name": np.array(spec.name),
+        "canonical_shape": np.array(spec.canonical_shape),
+        "layers": np.array([type(layer).__name__ for layer in spec.layers]),
+    }
+    for index, layer in enumerate(spec.layers):
+        for key, value in vars(layer).items():
+            arrays[f"layer{index}_{key}"] = value
+    np.savez_compressed(path, **arrays, **{f"extra_{key}": v for key, v in extra.items()})
+
+
+def load_spec(path: Any) -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    """Read a file written by :func:`save_spec`: the spec and its extra arrays."""
+    with np.load(path, allow_pickle=False) as data:
+        layers = []
+        for index, kind in enumerate(data["layers"]):
+            cls = _LAYER_TYPES[str(kind)]
+            fields = [data[f"layer{index}_{key}"] for key in cls.__dataclass_fields__]
+            layers.append(cls(*fields))
+        spec = ModelSpec(str(data["name"]), tuple(layers),
+                         tuple(int(v) for v in data["canonical_shape"]))
+        extra = {key[len("extra_"):]: data[key] for key in data.files if key.startswith("extra_")}
+    return spec, extra
 
 
 # --- the zoo ----------------------------------------------------------------------------

@@ -1,41 +1,20 @@
-"""The conformance suite against the PyTorch backend (channels-first models)."""
+"""The conformance suite against the PyTorch backend, and PyTorch's own failure cases."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
 
-from agnostic_saliency.testing import BackendConformanceTests, ModelSpec
-from agnostic_saliency.testing.models import Conv2D, Dense, Flatten, GlobalAveragePool, Tanh
+from agnostic_saliency import Saliency, SaliencyWarning, SmoothGrad
+from agnostic_saliency.testing import BackendConformanceTests, ModelSpec, make_spec
+from agnostic_saliency.testing.builders import build_torch
+from agnostic_saliency.testing.reference import NumpyModel
 
 torch = pytest.importorskip("torch")
-
-
-def build_torch_model(spec: ModelSpec) -> Any:
-    """``spec`` as an ``nn.Sequential`` in eval mode, in the weights' dtype."""
-    layers = []
-    for layer in spec.layers:
-        if isinstance(layer, Dense):
-            linear = torch.nn.Linear(*layer.weight.shape)
-            linear.weight.data = torch.from_numpy(layer.weight.T.copy())
-            linear.bias.data = torch.from_numpy(layer.bias.copy())
-            layers.append(linear)
-        elif isinstance(layer, Conv2D):
-            kh, kw, cin, cout = layer.kernel.shape
-            conv = torch.nn.Conv2d(cin, cout, (kh, kw))
-            conv.weight.data = torch.from_numpy(layer.kernel.transpose(3, 2, 0, 1).copy())
-            conv.bias.data = torch.from_numpy(layer.bias.copy())
-            layers.append(conv)
-        elif isinstance(layer, Tanh):
-            layers.append(torch.nn.Tanh())
-        elif isinstance(layer, Flatten):
-            layers.append(torch.nn.Flatten())
-        elif isinstance(layer, GlobalAveragePool):
-            layers.append(torch.nn.AdaptiveAvgPool2d(1))
-            layers.append(torch.nn.Flatten())
-    return torch.nn.Sequential(*layers).eval()
 
 
 class TestTorchBackend(BackendConformanceTests):
@@ -45,7 +24,182 @@ class TestTorchBackend(BackendConformanceTests):
         return "torch"
 
     def build_model(self, spec: ModelSpec) -> Any:
-        return build_torch_model(spec)
+        return build_torch(spec)
 
     def to_framework(self, array: np.ndarray) -> Any:
         return torch.from_numpy(array.copy())
+
+
+def _cnn() -> tuple[Any, np.ndarray, np.ndarray]:
+    spec = make_spec("cnn", layout="channels_first")
+    x = np.random.default_rng(0).normal(size=(4, 3, 7, 6)).astype(np.float32)
+    weights = np.eye(3)[[0, 1, 2, 1]]
+    expected = np.abs(NumpyModel(spec.cast(np.float64)).input_gradient(x.astype(np.float64),
+                                                                        weights)).max(axis=1)
+    return build_torch(spec), x, expected
+
+
+def _state(model: Any) -> dict[str, Any]:
+    return {
+        "tensors": {name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
+        "grads": {name: None if p.grad is None else p.grad.clone()
+                  for name, p in model.named_parameters()},
+        "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
+        "training": {name: module.training for name, module in model.named_modules()},
+        "grad_mode": torch.is_grad_enabled(),
+    }
+
+
+def _assert_same_state(before: dict[str, Any], after: dict[str, Any]) -> None:
+    assert before["requires_grad"] == after["requires_grad"]
+    assert before["training"] == after["training"]
+    assert before["grad_mode"] == after["grad_mode"]
+    for name, tensor in before["tensors"].items():
+        assert torch.equal(tensor, after["tensors"][name]), name
+    for name, grad in before["grads"].items():
+        other = after["grads"][name]
+        assert (grad is None and other is None) or torch.equal(grad, other), name
+
+
+def test_training_mode_is_refused_and_left_alone() -> None:
+    model, x, expected = _cnn()
+    model.train()
+    with pytest.raises(ValueError, match=r"model is in training mode.*call model.eval\(\) first "
+                                         r"or pass allow_training_mode=True"):
+        Saliency(model).explain(x, [0, 1, 2, 1])
+    assert all(module.training for module in model.modules())
+    maps = Saliency(model, allow_training_mode=True).explain(x, [0, 1, 2, 1])
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
+    assert all(module.training for module in model.modules())
+
+
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode", "enable_grad"])
+def test_grad_mode_of_the_caller_does_not_matter_and_is_restored(context: str) -> None:
+    model, x, expected = _cnn()
+    with getattr(torch, context)():
+        before = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+        maps = Saliency(model).explain(x, [0, 1, 2, 1])
+        assert (torch.is_grad_enabled(), torch.is_inference_mode_enabled()) == before
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_inference_tensors_are_accepted() -> None:
+    model, x, expected = _cnn()
+    with torch.inference_mode():
+        inputs = torch.from_numpy(x).clone()
+    maps = Saliency(model).explain(inputs, [0, 1, 2, 1])
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_parameters_grads_flags_and_buffers_are_unchanged_even_after_an_error() -> None:
+    model, x, _ = _cnn()
+    model.add_module("norm", torch.nn.BatchNorm1d(3).eval())
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    model[0].bias.requires_grad_(False)
+    before = _state(model)
+    Saliency(model).explain(x, 1)
+    _assert_same_state(before, _state(model))
+    with pytest.raises(ValueError, match="target 7 out of range"):
+        Saliency(model).explain(x, 7)
+    with pytest.raises(ValueError, match="model failed on inputs of shape"):
+        Saliency(model).explain(x[:, :2], 1)
+    _assert_same_state(before, _state(model))
+
+
+class _InPlace(torch.nn.Module):
+    """Normalises its input in place and uses an in-place ReLU."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        self.relu = torch.nn.ReLU(inplace=True)
+
+    def forward(self, x: Any) -> Any:
+        x.sub_(0.5).mul_(2.0)
+        return self.inner(self.relu(x))
+
+
+def test_in_place_operations_in_forward_work_and_never_touch_the_input() -> None:
+    model, x, _ = _cnn()
+    wrapped = _InPlace(model).eval()
+    original = x.copy()
+    maps = Saliency(wrapped, reducer=None, absolute=False).explain(x, 1)
+    np.testing.assert_array_equal(x, original)
+    inner_gradient = Saliency(model, reducer=None, absolute=False).explain(
+        np.maximum(2 * (x - 0.5), 0), 1)
+    np.testing.assert_allclose(maps, 2 * inner_gradient * (x > 0.5), rtol=1e-5, atol=1e-7)
+    tensor = torch.from_numpy(x.copy())
+    Saliency(wrapped).explain(tensor, 1)
+    np.testing.assert_array_equal(tensor.numpy(), original)
+
+
+class _Detached(torch.nn.Module):
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Any) -> Any:
+        return self.inner(x.detach())
+
+
+def test_detached_forward_is_an_error_not_a_zero_map() -> None:
+    model, x, _ = _cnn()
+    with pytest.raises(RuntimeError, match="gradient of the target score .* is None"):
+        Saliency(_Detached(model).eval()).explain(x, 1)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="is None"):
+        Saliency(_Detached(model).eval()).explain(x, 1)
+
+
+def test_model_returning_a_dict_names_its_keys_and_the_selector_fixes_it() -> None:
+    model, x, expected = _cnn()
+
+    class Outputs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x: Any) -> Any:
+            return {"logits": self.inner(x), "features": x}
+
+    wrapped = Outputs().eval()
+    with pytest.raises(TypeError, match=r"a dict with keys \['features', 'logits'\].*"
+                                        r"output_selector"):
+        Saliency(wrapped).explain(x, 1)
+    maps = Saliency(wrapped, output_selector=lambda out: out["logits"]).explain(x, [0, 1, 2, 1])
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_float64_inputs_to_a_float32_model_warn_and_keep_float64() -> None:
+    model, x, expected = _cnn()
+    with pytest.warns(SaliencyWarning, match="inputs are float64 but the model computes in "
+                                             "float32"):
+        maps = Saliency(model).explain(x.astype(np.float64), [0, 1, 2, 1])
+    assert maps.dtype == np.float64
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_models_give_finite_float32_maps(dtype: str) -> None:
+    model, x, expected = _cnn()
+    model = model.to(getattr(torch, dtype))
+    maps = Saliency(model).explain(x, [0, 1, 2, 1])
+    assert maps.dtype == np.float32 and np.all(np.isfinite(maps))
+    np.testing.assert_allclose(maps, expected, rtol=0.05, atol=0.02 * expected.max())
+
+
+def test_concurrent_calls_equal_sequential_calls() -> None:
+    model, x, _ = _cnn()
+    explainers = [Saliency(model), SmoothGrad(model, nb_samples=4, seed=1)]
+    sequential = [explainer.explain(x, 1) for explainer in explainers] * 4
+    barrier = threading.Barrier(8)
+
+    def work(index: int) -> np.ndarray:
+        barrier.wait()
+        return explainers[index % 2].explain(x, 1)
+
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(work, range(8)))
+    for got, want in zip(concurrent, sequential, strict=True):
+        np.testing.assert_array_equal(got, want)

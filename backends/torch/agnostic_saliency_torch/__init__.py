@@ -61,6 +61,8 @@ class TorchBackend:
             leaf = _as_tensor(inputs, device, dtype).requires_grad_(True)
             # The model gets a non-leaf copy, so in-place ops in its forward are allowed.
             score = _score(model, leaf.clone(), targets, operator, options)
+            if not score.requires_grad:  # nothing in the graph depends on the input
+                return None
             (grad,) = torch.autograd.grad(score, leaf, allow_unused=True)
         if grad is None:
             return None
@@ -136,6 +138,8 @@ def _score(model: Any, x: torch.Tensor, targets: Any, operator: Operator | None,
     outputs = _forward(model, x, options)
     if not isinstance(outputs, torch.Tensor):
         raise TypeError(messages.output_not_tensor(messages.describe_output(outputs)))
+    if outputs.ndim == 0 or len(outputs) != len(x):
+        raise ValueError(messages.output_wrong_shape(tuple(outputs.shape), len(x)))
     weights = torch.from_numpy(np.asarray(targets)).to(outputs.device)
     return (_upcast(outputs) * weights.to(_upcast(outputs).dtype)).sum()
 

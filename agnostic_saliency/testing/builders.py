@@ -1,0 +1,155 @@
+"""Build a :class:`ModelSpec` in each supported framework, from the same NumPy weights.
+
+Used by our conformance tests, the cross-framework tests, the demo and the
+benchmarks. Every framework is imported inside the function that needs it.
+PyTorch models consume channels-first images (pass a spec made with
+``layout="channels_first"``); the others consume channels-last images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from agnostic_saliency.testing.models import (
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAveragePool,
+    ModelSpec,
+    Tanh,
+)
+
+__all__ = ["BUILDERS", "build_jax_function", "build_keras", "build_tensorflow", "build_torch"]
+
+
+def build_torch(spec: ModelSpec) -> Any:
+    """``spec`` as a ``torch.nn.Sequential`` in eval mode, in the weights' dtype."""
+    import torch
+
+    layers: list[Any] = []
+    for layer in spec.layers:
+        if isinstance(layer, Dense):
+            linear = torch.nn.Linear(*layer.weight.shape, dtype=_torch_dtype(layer.weight))
+            _assign(linear, layer.weight.T, layer.bias)
+            layers.append(linear)
+        elif isinstance(layer, Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            conv = torch.nn.Conv2d(cin, cout, (kh, kw), dtype=_torch_dtype(layer.kernel))
+            _assign(conv, layer.kernel.transpose(3, 2, 0, 1), layer.bias)
+            layers.append(conv)
+        elif isinstance(layer, Tanh):
+            layers.append(torch.nn.Tanh())
+        elif isinstance(layer, Flatten):
+            layers.append(torch.nn.Flatten())
+        elif isinstance(layer, GlobalAveragePool):
+            layers.extend([torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()])
+    return torch.nn.Sequential(*layers).eval()
+
+
+def _torch_dtype(array: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.zeros(0, dtype=array.dtype)).dtype
+
+
+def _assign(module: Any, weight: np.ndarray, bias: np.ndarray) -> None:
+    import torch
+
+    with torch.no_grad():
+        module.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
+        module.bias.copy_(torch.from_numpy(np.ascontiguousarray(bias)))
+
+
+def build_keras(spec: ModelSpec) -> Any:
+    """``spec`` as a ``keras.Sequential`` (channels-last), on Keras' current backend."""
+    import keras
+
+    dtype = str(spec.layers[-1].weight.dtype)  # type: ignore[union-attr]
+    layers: list[Any] = [keras.Input(spec.input_shape, dtype=dtype)]
+    weights: list[tuple[int, list[np.ndarray]]] = []
+    for layer in spec.layers:
+        if isinstance(layer, Dense):
+            weights.append((len(layers), [layer.weight, layer.bias]))
+            layers.append(keras.layers.Dense(layer.weight.shape[1], dtype=dtype))
+        elif isinstance(layer, Conv2D):
+            weights.append((len(layers), [layer.kernel, layer.bias]))
+            layers.append(keras.layers.Conv2D(layer.kernel.shape[3], layer.kernel.shape[:2],
+                                              padding="valid", dtype=dtype))
+        elif isinstance(layer, Tanh):
+            layers.append(keras.layers.Activation("tanh", dtype=dtype))
+        elif isinstance(layer, Flatten):
+            layers.append(keras.layers.Flatten(dtype=dtype))
+        elif isinstance(layer, GlobalAveragePool):
+            layers.append(keras.layers.GlobalAveragePooling2D(dtype=dtype))
+    model = keras.Sequential(layers)
+    for index, values in weights:
+        model.layers[index - 1].set_weights(values)
+    return model
+
+
+def build_tensorflow(spec: ModelSpec) -> Any:
+    """``spec`` as a ``tf.Module`` holding ``tf.Variable`` weights (channels-last)."""
+    import tensorflow as tf
+
+    class SpecModule(tf.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(name=spec.name)
+            self.params = [[tf.Variable(value) for value in vars(layer).values()]
+                           for layer in spec.layers]
+
+        def __call__(self, x: Any) -> Any:
+            for layer, params in zip(spec.layers, self.params, strict=True):
+                x = _tf_layer(tf, layer, params, x)
+            return x
+
+    return SpecModule()
+
+
+def _tf_layer(tf: Any, layer: object, params: list[Any], x: Any) -> Any:
+    if isinstance(layer, Dense):
+        return tf.matmul(x, params[0]) + params[1]
+    if isinstance(layer, Conv2D):
+        return tf.nn.conv2d(x, params[0], strides=1, padding="VALID") + params[1]
+    if isinstance(layer, Tanh):
+        return tf.tanh(x)
+    if isinstance(layer, Flatten):
+        return tf.reshape(x, (tf.shape(x)[0], -1))
+    return tf.reduce_mean(x, axis=(1, 2))
+
+
+def build_jax_function(spec: ModelSpec) -> Callable[[Any], Any]:
+    """``spec`` as a plain JAX function closing over ``jnp`` weights (channels-last)."""
+    import jax
+    import jax.numpy as jnp
+
+    params = [[jnp.asarray(value) for value in vars(layer).values()] for layer in spec.layers]
+
+    def forward(x: Any) -> Any:
+        for layer, values in zip(spec.layers, params, strict=True):
+            if isinstance(layer, Dense):
+                x = x @ values[0] + values[1]
+            elif isinstance(layer, Conv2D):
+                x = jax.lax.conv_general_dilated(
+                    x, values[0], (1, 1), "VALID",
+                    dimension_numbers=("NHWC", "HWIO", "NHWC")) + values[1]
+            elif isinstance(layer, Tanh):
+                x = jnp.tanh(x)
+            elif isinstance(layer, Flatten):
+                x = x.reshape(x.shape[0], -1)
+            else:
+                x = x.mean(axis=(1, 2))
+        return x
+
+    return forward
+
+
+#: Framework name -> (builder, input layout, ``backend=`` to pass or None to detect).
+BUILDERS: dict[str, tuple[Callable[[ModelSpec], Any], str, str | None]] = {
+    "torch": (build_torch, "channels_first", None),
+    "tensorflow": (build_tensorflow, "channels_last", None),
+    "keras": (build_keras, "channels_last", None),
+    "jax": (build_jax_function, "channels_last", "jax"),
+}

@@ -36,7 +36,7 @@ __all__ = [
     "top_k_overlap",
 ]
 
-_SSIM_K1, _SSIM_K2, _SSIM_SIGMA, _SSIM_WINDOW = 0.01, 0.03, 1.0, 11
+_SSIM_K1, _SSIM_K2, _SSIM_SIGMA, _SSIM_WINDOW = 0.01, 0.03, 1.5, 11
 
 
 # --- metrics -----------------------------------------------------------------------------

@@ -117,8 +117,8 @@ def unknown_preset(preset: object, presets: Sequence[str]) -> str:
 
 def preset_unavailable(method: str, preset: str, available: Sequence[str]) -> str:
     return (
-        f"{preset} has no {method}, so preset={preset!r} cannot reproduce it; presets for "
-        f"{method} are {_listing(available)}."
+        f"{preset} has no {method}, so preset={preset!r} cannot reproduce it; pick one of "
+        f"{_listing(available)}, or pass the definitions explicitly."
     )
 
 
@@ -128,7 +128,7 @@ def bad_choice(name: str, value: object, choices: Sequence[object]) -> str:
 
 def bad_number(name: str, value: object, minimum: float, integer: bool) -> str:
     kind = "an int" if integer else "a number"
-    return f"{name}={value!r}; expected {kind} of at least {minimum}."
+    return f"{name}={value!r}; pass {kind} of at least {minimum}."
 
 
 def bad_baseline(shape: tuple[int, ...], sample_shape: tuple[int, ...]) -> str:
@@ -139,7 +139,7 @@ def bad_baseline(shape: tuple[int, ...], sample_shape: tuple[int, ...]) -> str:
 
 
 def bad_batch_size(batch_size: object) -> str:
-    return f"batch_size={batch_size!r}; expected None or a positive int such as 32."
+    return f"batch_size={batch_size!r}; pass None or a positive int such as 32."
 
 
 def bad_channel_axis(axis: int, shape: tuple[int, ...]) -> str:
@@ -223,13 +223,14 @@ def targets_wrong_length(count: int, n: int) -> str:
 def targets_out_of_range(value: int, n_outputs: int) -> str:
     return (
         f"target {value} out of range for a model with {n_outputs} outputs "
-        f"(valid: 0..{n_outputs - 1}); negative indices are not accepted."
+        f"(valid: 0..{n_outputs - 1}); negative indices are not accepted. Check that the "
+        "labels match the model's outputs."
     )
 
 
 def targets_wrong_rank(shape: tuple[int, ...]) -> str:
     return (
-        f"targets of shape {shape}; expected an int, class indices of shape (N,), "
+        f"targets of shape {shape}; pass an int, class indices of shape (N,), "
         "or weights of shape (N, n_outputs)."
     )
 
@@ -281,8 +282,8 @@ def output_wrong_shape(shape: tuple[int, ...], n: int) -> str:
 
 def operator_wrong_shape(shape: tuple[int, ...], n: int) -> str:
     return (
-        f"operator returned scores of shape {shape} for a batch of {n}; it must return one "
-        f"score per sample, shape ({n},)."
+        f"operator returned scores of shape {shape} for a batch of {n}; make it return one "
+        f"score per sample, shape ({n},), e.g. by indexing or summing per sample."
     )
 
 

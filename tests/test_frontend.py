@@ -87,7 +87,7 @@ def test_empty_batch_never_calls_the_backend() -> None:
 
 @pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "8"])
 def test_bad_batch_size_is_refused(batch_size: Any) -> None:
-    with pytest.raises(ValueError, match=r"batch_size=.*expected None or a positive int"):
+    with pytest.raises(ValueError, match=r"batch_size=.*pass None or a positive int"):
         Saliency(_cnn()[0], batch_size=batch_size)
 
 
@@ -169,7 +169,7 @@ def test_length_one_targets_broadcast() -> None:
     (-1, ValueError, r"target -1 out of range.*negative indices are not accepted"),
     ([0, 1], ValueError, r"got 2 targets for 5 inputs"),
     (np.zeros((5, 4)), ValueError, r"2-D targets of shape \(5, 4\) do not match.*\(5, 3\)"),
-    (np.zeros((5, 3, 1)), ValueError, r"targets of shape \(5, 3, 1\); expected an int"),
+    (np.zeros((5, 3, 1)), ValueError, r"targets of shape \(5, 3, 1\); pass an int"),
     (1.5, TypeError, r"targets of dtype float64 are not class indices"),
     (np.array([True, False, True, True, False]), TypeError, r"dtype bool are not class indices"),
     ("cat", TypeError, r"dtype <U3 are not class indices"),

@@ -230,7 +230,7 @@ def test_defaults_are_xpliques() -> None:
 
 
 @pytest.mark.parametrize(("method", "preset", "match"), [
-    (VarGrad, "pair", r"pair has no VarGrad.*presets for VarGrad are \[xplique, captum\]"),
+    (VarGrad, "pair", r"pair has no VarGrad.*pick one of \[xplique, captum\]"),
     (GradientInput, "pair", r"pair has no GradientInput"),
     (Saliency, "shap", r"preset='shap' is not one of \[xplique, captum, pair\]"),
 ])
@@ -240,13 +240,13 @@ def test_unavailable_presets_are_refused(method: Any, preset: str, match: str) -
 
 
 @pytest.mark.parametrize(("method", "kwargs", "match"), [
-    (SmoothGrad, {"nb_samples": 0}, r"nb_samples=0; expected an int of at least 1"),
-    (SmoothGrad, {"noise": -0.1}, r"noise=-0.1; expected a number of at least 0.0"),
+    (SmoothGrad, {"nb_samples": 0}, r"nb_samples=0; pass an int of at least 1"),
+    (SmoothGrad, {"noise": -0.1}, r"noise=-0.1; pass a number of at least 0.0"),
     (SmoothGrad, {"noise_scale": "percent"}, r"noise_scale='percent' is not one of"),
     (SmoothGrad, {"average": "median"}, r"average='median' is not one of"),
-    (VarGrad, {"nb_samples": 1}, r"nb_samples=1; expected an int of at least 2"),
+    (VarGrad, {"nb_samples": 1}, r"nb_samples=1; pass an int of at least 2"),
     (IntegratedGradients, {"quadrature": "simpson"}, r"quadrature='simpson' is not one of"),
-    (IntegratedGradients, {"steps": 2.5}, r"steps=2.5; expected an int"),
+    (IntegratedGradients, {"steps": 2.5}, r"steps=2.5; pass an int"),
 ])
 def test_bad_definitions_are_refused(method: Any, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -203,3 +203,27 @@ def test_concurrent_calls_equal_sequential_calls() -> None:
         concurrent = list(pool.map(work, range(8)))
     for got, want in zip(concurrent, sequential, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+class _ViewFlatten(torch.nn.Module):
+    """An old-style CNN that flattens with ``.view``, which fails on channels-last tensors."""
+
+    def __init__(self, conv: Any, dense: Any) -> None:
+        super().__init__()
+        self.conv, self.dense = conv, dense
+
+    def forward(self, x: Any) -> Any:
+        features = torch.tanh(self.conv(x))
+        return self.dense(features.view(features.shape[0], -1))
+
+
+def test_model_that_cannot_take_channels_last_inputs_still_gets_exact_maps() -> None:
+    spec = make_spec("cnn_flatten", layout="channels_first")
+    sequential = build_torch(spec)
+    model = _ViewFlatten(sequential[0], sequential[3]).eval()
+    x = np.random.default_rng(1).normal(size=(3, 2, 5, 4)).astype(np.float32)
+    weights = np.eye(3)[[0, 1, 2]]
+    expected = NumpyModel(spec.cast(np.float64)).input_gradient(x.astype(np.float64), weights)
+    for _ in range(2):
+        maps = Saliency(model, reducer=None, absolute=False).explain(x, [0, 1, 2])
+        np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)

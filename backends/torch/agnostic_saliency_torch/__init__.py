@@ -18,6 +18,7 @@ import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency_torch import _model_info
 
 if TYPE_CHECKING:
     import torch
@@ -53,26 +54,42 @@ class TorchBackend:
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
                  options: CallOptions) -> np.ndarray | None:
-        import torch
-
         _check_mode(model, options)
         device, dtype = _placement(model, inputs.dtype)
-        with torch.inference_mode(False), torch.enable_grad():
-            leaf = _as_tensor(inputs, device, dtype).requires_grad_(True)
-            # The model gets a non-leaf copy, so in-place ops in its forward are allowed.
-            score = _score(model, leaf.clone(), targets, operator, options)
-            if not score.requires_grad:  # nothing in the graph depends on the input
-                return None
-            (grad,) = torch.autograd.grad(score, leaf, allow_unused=True)
-        if grad is None:
+        tensor = _as_tensor(inputs, device, dtype)
+        channels_last = _model_info.info(model).prefers_channels_last(tensor)
+        try:
+            grad = _input_gradient(model, tensor, targets, operator, options, channels_last)
+        except ValueError:
+            if not channels_last:
+                raise
+            # e.g. a forward that calls .view() on activations: retry in the plain layout.
+            grad = _input_gradient(model, tensor, targets, operator, options, False)
+            _model_info.refuse_channels_last(model)
+        return None if grad is None else _to_numpy(grad)
+
+
+def _input_gradient(model: Any, tensor: torch.Tensor, targets: Any, operator: Operator | None,
+                    options: CallOptions, channels_last: bool) -> torch.Tensor | None:
+    """Gradient of the score with respect to a fresh leaf holding ``tensor``."""
+    import torch
+
+    with torch.inference_mode(False), torch.enable_grad():
+        if channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        leaf = tensor.detach().requires_grad_(True)
+        # The model gets a non-leaf copy, so in-place ops in its forward are allowed.
+        score = _score(model, leaf.clone(), targets, operator, options)
+        if not score.requires_grad:  # nothing in the graph depends on the input
             return None
-        return _to_numpy(grad)
+        (grad,) = torch.autograd.grad(score, leaf, allow_unused=True)
+    return grad
 
 
 def _check_mode(model: Any, options: CallOptions) -> None:
     if options.allow_training_mode:
         return
-    training = [name or type(model).__name__ for name, module in model.named_modules()
+    training = [name or type(model).__name__ for name, module in _model_info.info(model).modules
                 if module.training]
     if training:
         raise ValueError(messages.training_mode(training))
@@ -82,7 +99,7 @@ def _placement(model: Any, input_dtype: np.dtype) -> tuple[torch.device, torch.d
     """Device and floating dtype of the model's parameters and buffers."""
     import torch
 
-    tensors = [*model.parameters(), *model.buffers()]
+    tensors = _model_info.info(model).tensors
     devices = sorted({str(tensor.device) for tensor in tensors})
     if len(devices) > 1:
         raise ValueError(messages.several_devices(devices))

@@ -8,8 +8,8 @@ computed elsewhere) and measures every pair with five per-sample metrics:
 - :func:`top_k_overlap`: do they agree on the most important positions?
 - :func:`ssim`: do they look alike (structural similarity, Wang et al. 2004)?
 
-Every metric takes two arrays of the same shape ``(N, ...)`` and returns one
-value per sample, shape ``(N,)``.
+The metrics live in :mod:`agnostic_saliency._metrics` and are re-exported here;
+each takes two arrays of the same shape ``(N, ...)`` and returns one value per sample.
 """
 
 from __future__ import annotations
@@ -21,6 +21,16 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from agnostic_saliency import messages
+from agnostic_saliency._metrics import (
+    check_top_k,
+    max_abs_error,
+    relative_error,
+    spearman,
+    ssim,
+    top_k_overlap,
+)
 
 if TYPE_CHECKING:
     from agnostic_saliency.explainer import GradientExplainer
@@ -35,177 +45,6 @@ __all__ = [
     "ssim",
     "top_k_overlap",
 ]
-
-_SSIM_K1, _SSIM_K2, _SSIM_SIGMA, _SSIM_WINDOW = 0.01, 0.03, 1.5, 11
-
-
-# --- metrics -----------------------------------------------------------------------------
-
-
-def max_abs_error(maps: Any, other: Any) -> np.ndarray:
-    """Largest absolute difference per sample, shape ``(N,)``."""
-    a, b = _pair(maps, other)
-    return np.abs(a - b).max(axis=1)
-
-
-def relative_error(maps: Any, reference: Any) -> np.ndarray:
-    """``max |maps - reference| / max |reference|`` per sample, shape ``(N,)``.
-
-    A sample whose reference is all zero gives 0 when ``maps`` is zero there too,
-    and ``inf`` otherwise.
-    """
-    a, b = _pair(maps, reference)
-    error, scale = np.abs(a - b).max(axis=1), np.abs(b).max(axis=1)
-    out = np.where(error == 0, 0.0, np.inf)
-    np.divide(error, scale, out=out, where=scale > 0)
-    return out
-
-
-def spearman(maps: Any, other: Any) -> np.ndarray:
-    """Spearman rank correlation per sample (ties get their average rank), shape ``(N,)``.
-
-    NaN for a sample where either map is constant (the correlation is undefined),
-    as in :func:`scipy.stats.spearmanr`.
-    """
-    a, b = _pair(maps, other)
-    ra, rb = _ranks(a), _ranks(b)
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    norm = np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))
-    out = np.full(len(a), np.nan)
-    np.divide((ra * rb).sum(axis=1), norm, out=out, where=norm > 0)
-    return np.clip(out, -1.0, 1.0)
-
-
-def top_k_overlap(maps: Any, other: Any, k: float = 0.1) -> np.ndarray:
-    """Fraction of the ``k`` largest positions that both maps share, shape ``(N,)``.
-
-    ``k`` is a fraction of the positions of one sample, ``0 < k <= 1``; it is
-    rounded to a count of at least one. Positions are ranked by value, so for
-    signed maps pass ``np.abs(maps)`` to rank by magnitude. Ties at the k-th value
-    are broken by position.
-    """
-    a, b = _pair(maps, other)
-    count = _top_count(k, a.shape[1])
-    shared = _top_mask(a, count) & _top_mask(b, count)
-    return shared.sum(axis=1) / count
-
-
-def ssim(maps: Any, other: Any) -> np.ndarray:
-    """Mean structural similarity per sample (Wang et al. 2004), shape ``(N,)``.
-
-    Both maps of a sample are first scaled jointly to ``[0, 1]`` (with their common
-    minimum and maximum), so the data range is 1, ``C1 = (0.01)^2`` and
-    ``C2 = (0.03)^2``. Local statistics use a normalised Gaussian window of sigma
-    1.5 and 11 taps, shortened to the largest odd size that fits a small map, over
-    the "valid" positions only; the map's SSIM is their mean.
-
-    The spatial axes are the first two axes of a sample (one for 1-D samples:
-    tabular or time-series maps get a 1-D window); further axes, such as the
-    channels of channels-last maps, are channels: SSIM is computed per channel and
-    averaged. A sample where both maps are the same constant has SSIM 1.
-    """
-    a, b = _pair(maps, other, flatten=False)
-    if a.ndim < 2:
-        raise ValueError(_maps_without_batch_axis(a.shape))
-    spatial = min(a.ndim - 1, 2)
-    n = len(a)
-    a, b = _channels_to_batch(a, spatial), _channels_to_batch(b, spatial)
-    a, b = _joint_unit_scale(a, b, n)
-    value = _ssim_map(a, b, spatial).reshape(len(a), -1).mean(axis=1)
-    return value.reshape(n, -1).mean(axis=1)
-
-
-def _pair(maps: Any, other: Any, *, flatten: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    a, b = np.asarray(maps, dtype=np.float64), np.asarray(other, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(_maps_shape_mismatch({"maps": a.shape, "other": b.shape}))
-    if a.ndim < 2 or a.size == 0:
-        raise ValueError(_maps_without_batch_axis(a.shape))
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError(_maps_not_finite())
-    return (a.reshape(len(a), -1), b.reshape(len(b), -1)) if flatten else (a, b)
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..M along axis 1, ties averaged (``scipy.stats.rankdata(method="average")``)."""
-    n, m = x.shape
-    order = np.argsort(x, axis=1, kind="stable")
-    ordered = np.take_along_axis(x, order, axis=1)
-    starts = np.ones((n, m), dtype=bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    group = np.cumsum(starts.ravel()) - 1  # tie groups, numbered across all rows
-    positions = np.tile(np.arange(1, m + 1, dtype=np.float64), n)
-    average = np.bincount(group, weights=positions) / np.bincount(group)
-    ranks = np.empty((n, m))
-    np.put_along_axis(ranks, order, average[group].reshape(n, m), axis=1)
-    return ranks
-
-
-def _top_count(k: float, size: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, float, np.number)) or not 0 < k <= 1:
-        raise ValueError(_bad_top_k(k))
-    return max(1, round(float(k) * size))
-
-
-def _top_mask(x: np.ndarray, count: int) -> np.ndarray:
-    # A stable sort of -x keeps the lowest position first among equal values.
-    top = np.argsort(-x, axis=1, kind="stable")[:, :count]
-    mask = np.zeros(x.shape, dtype=bool)
-    np.put_along_axis(mask, top, True, axis=1)
-    return mask
-
-
-def _channels_to_batch(x: np.ndarray, spatial: int) -> np.ndarray:
-    """``(N, *spatial, *channels)`` -> ``(N * C, *spatial)``."""
-    shape = x.shape[1:1 + spatial]
-    moved = x.reshape(*x.shape[:1 + spatial], -1)
-    return np.moveaxis(moved, -1, 1).reshape(-1, *shape)
-
-
-def _joint_unit_scale(a: np.ndarray, b: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Scale each sample's pair (all its channels) jointly to [0, 1]; constant -> 0."""
-    pa, pb = a.reshape(n, -1), b.reshape(n, -1)
-    low = np.minimum(pa.min(axis=1), pb.min(axis=1))[:, None]
-    span = np.maximum(pa.max(axis=1), pb.max(axis=1))[:, None] - low
-    span[span == 0] = 1.0
-    return ((pa - low) / span).reshape(a.shape), ((pb - low) / span).reshape(b.shape)
-
-
-def _ssim_map(a: np.ndarray, b: np.ndarray, spatial: int) -> np.ndarray:
-    window = _gaussian_window(min(a.shape[1:]))
-    axes = range(1, 1 + spatial)
-
-    def smooth(x: np.ndarray) -> np.ndarray:
-        for axis in axes:
-            x = _filter_valid(x, window, axis)
-        return x
-
-    mu_a, mu_b = smooth(a), smooth(b)
-    var_a = smooth(a * a) - mu_a * mu_a
-    var_b = smooth(b * b) - mu_b * mu_b
-    cov = smooth(a * b) - mu_a * mu_b
-    c1, c2 = _SSIM_K1 ** 2, _SSIM_K2 ** 2
-    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)
-            / ((mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)))
-
-
-def _gaussian_window(size: int) -> np.ndarray:
-    taps = min(_SSIM_WINDOW, size)
-    taps -= 1 - taps % 2  # largest odd size that fits
-    offsets = np.arange(taps) - taps // 2
-    window = np.exp(-(offsets ** 2) / (2 * _SSIM_SIGMA ** 2))
-    return window / window.sum()
-
-
-def _filter_valid(x: np.ndarray, window: np.ndarray, axis: int) -> np.ndarray:
-    """Correlate ``x`` with ``window`` along ``axis``, keeping only full overlaps."""
-    length = x.shape[axis] - len(window) + 1
-    out = np.zeros((*x.shape[:axis], length, *x.shape[axis + 1:]))
-    for tap, weight in enumerate(window):
-        out += weight * np.take(x, np.arange(tap, tap + length), axis=axis)
-    return out
-
 
 # --- comparison --------------------------------------------------------------------------
 
@@ -250,9 +89,14 @@ class ComparisonReport:
     top_k: float = 0.1
     per_sample: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of every compared maps array."""
+        return next(iter(self.maps.values())).shape if self.maps else ()
+
     def __repr__(self) -> str:
-        shape = next(iter(self.maps.values())).shape if self.maps else ()
-        return f"ComparisonReport(names={list(self.maps)}, shape={shape}, rows={len(self.rows)})"
+        return (f"ComparisonReport(names={list(self.maps)}, shape={self.shape}, "
+                f"rows={len(self.rows)})")
 
     def __str__(self) -> str:
         return self.table()
@@ -262,7 +106,7 @@ class ComparisonReport:
         for row in self.rows:
             if {row.name_a, row.name_b} == {name_a, name_b}:
                 return row
-        raise KeyError(_unknown_pair(name_a, name_b, list(self.maps)))
+        raise KeyError(messages.unknown_pair(name_a, name_b, list(self.maps)))
 
     def as_records(self) -> list[dict[str, Any]]:
         """One plain dict per row (e.g. for ``pandas.DataFrame``)."""
@@ -270,8 +114,7 @@ class ComparisonReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The names, map shape, ``top_k`` and rows as plain Python values (JSON-ready)."""
-        shape = next(iter(self.maps.values())).shape if self.maps else ()
-        return {"names": list(self.maps), "shape": list(shape), "top_k": self.top_k,
+        return {"names": list(self.maps), "shape": list(self.shape), "top_k": self.top_k,
                 "rows": self.as_records()}
 
     def table(self, digits: int = 4) -> str:
@@ -326,15 +169,16 @@ def compare(explainers_or_maps: Mapping[str, GradientExplainer | Any], inputs: A
     inside it, so that framework differences are not hidden by rounding.
     """
     if len(explainers_or_maps) < 2:
-        raise ValueError(_too_few_entries(list(explainers_or_maps)))
-    _top_count(top_k, 1)
-    explainers = {name: e for name, e in explainers_or_maps.items() if _is_explainer(e)}
+        raise ValueError(messages.too_few_entries(list(explainers_or_maps)))
+    check_top_k(top_k)
+    explainers = {name: entry for name, entry in explainers_or_maps.items()
+                  if callable(getattr(entry, "explain", None))}
     if explainers and inputs is None:
-        raise ValueError(_inputs_required(list(explainers)))
+        raise ValueError(messages.inputs_required(list(explainers)))
     maps: dict[str, np.ndarray] = {}
     with ExitStack() as stack:
         _enter_full_precision(stack, explainers.values())
-        x = _as_numpy(inputs, explainers.values()) if explainers else None
+        x = _as_numpy(inputs, next(iter(explainers.values()))) if explainers else np.empty(0)
         for name, entry in explainers_or_maps.items():
             if name in explainers:
                 result, indices = _explain(name, entry, x, targets)
@@ -347,10 +191,6 @@ def compare(explainers_or_maps: Mapping[str, GradientExplainer | Any], inputs: A
     return _report(maps, top_k)
 
 
-def _is_explainer(entry: Any) -> bool:
-    return callable(getattr(entry, "explain", None))
-
-
 def _enter_full_precision(stack: ExitStack, explainers: Any) -> None:
     seen: set[int] = set()
     for explainer in explainers:
@@ -361,17 +201,10 @@ def _enter_full_precision(stack: ExitStack, explainers: Any) -> None:
             stack.enter_context(full_precision())
 
 
-def _as_numpy(inputs: Any, explainers: Any) -> np.ndarray:
-    if isinstance(inputs, np.ndarray):
-        return inputs
-    for explainer in explainers:
-        to_numpy = getattr(getattr(explainer, "backend", None), "to_numpy", None)
-        if to_numpy is not None:
-            try:
-                return np.asarray(to_numpy(inputs))
-            except Exception:  # another framework's tensor: try the next backend
-                continue
-    return np.asarray(inputs)
+def _as_numpy(inputs: Any, explainer: Any) -> np.ndarray:
+    """A framework tensor is converted once, by the first explainer's backend."""
+    to_numpy = getattr(getattr(explainer, "backend", None), "to_numpy", np.asarray)
+    return inputs if isinstance(inputs, np.ndarray) else np.asarray(to_numpy(inputs))
 
 
 def _explain(name: str, explainer: Any, x: np.ndarray, targets: Any
@@ -389,18 +222,18 @@ def _explain(name: str, explainer: Any, x: np.ndarray, targets: Any
 
 
 def _channels_first(name: str, explainer: Any) -> bool:
-    axis = getattr(explainer, "channel_axis", None)
-    if axis is None:
-        axis = getattr(getattr(explainer, "backend", None), "channel_axis", -1)
+    own = getattr(explainer, "channel_axis", None)
+    backend = getattr(explainer, "backend", None)
+    axis = int(getattr(backend, "channel_axis", -1) if own is None else own)
     if axis % 4 not in (1, 3):
-        raise ValueError(_unsupported_channel_axis(name, axis))
+        raise ValueError(messages.unsupported_channel_axis(name, axis))
     return axis % 4 == 1
 
 
 def _check_shapes(maps: Mapping[str, np.ndarray]) -> None:
     shapes = {name: array.shape for name, array in maps.items()}
     if len(set(shapes.values())) > 1:
-        raise ValueError(_maps_shape_mismatch(shapes))
+        raise ValueError(messages.maps_shape_mismatch(shapes))
 
 
 def _report(maps: dict[str, np.ndarray], top_k: float) -> ComparisonReport:
@@ -411,14 +244,11 @@ def _report(maps: dict[str, np.ndarray], top_k: float) -> ComparisonReport:
                   "spearman": spearman(a, b), "top_k_overlap": top_k_overlap(a, b, top_k),
                   "ssim": ssim(a, b)}
         per_sample[(name_a, name_b)] = values
-        rho = values["spearman"]
+        rho = values["spearman"][~np.isnan(values["spearman"])]
         rows.append(ComparisonRow(
-            name_a, name_b,
-            max_abs_error=float(values["max_abs_error"].max()),
-            relative_error=float(values["relative_error"].max()),
-            spearman=float(np.nanmean(rho)) if not np.isnan(rho).all() else float("nan"),
-            top_k_overlap=float(values["top_k_overlap"].mean()),
-            ssim=float(values["ssim"].mean())))
+            name_a, name_b, float(values["max_abs_error"].max()),
+            float(values["relative_error"].max()), float(rho.mean()) if rho.size else np.nan,
+            float(values["top_k_overlap"].mean()), float(values["ssim"].mean())))
     return ComparisonReport(maps, rows, float(top_k), per_sample)
 
 
@@ -430,57 +260,3 @@ def _format_table(header: list[str], lines: list[list[str]]) -> str:
                   for i, (cell, width) in enumerate(zip(cells, widths, strict=True))).rstrip()
         for cells in [header, [("-" * width) for width in widths], *lines]]
     return "\n".join(rendered)
-
-
-# --- messages (to move to agnostic_saliency/messages.py) ---------------------------------
-
-
-def _maps_shape_mismatch(shapes: Mapping[str, tuple[int, ...]]) -> str:
-    listing = ", ".join(f"{name}: {shape}" for name, shape in shapes.items())
-    return (
-        f"cannot compare maps of different shapes ({listing}); explain the same inputs with "
-        "the same reducer (or reducer=None everywhere), with images given channels-last."
-    )
-
-
-def _maps_without_batch_axis(shape: tuple[int, ...]) -> str:
-    return (
-        f"maps of shape {shape} have no batch axis or no samples; pass maps of shape "
-        "(N, ...) with N >= 1, e.g. maps[None] for a single map."
-    )
-
-
-def _maps_not_finite() -> str:
-    return "maps contain NaN or Inf; compare finite maps (check the explained model first)."
-
-
-def _bad_top_k(k: object) -> str:
-    return (
-        f"top_k={k!r}; expected a fraction of the positions, 0 < top_k <= 1 "
-        "(e.g. 0.1 for the largest 10%)."
-    )
-
-
-def _too_few_entries(names: list[str]) -> str:
-    return (
-        f"compare needs at least two explainers or maps, got {names}; pass a dict such as "
-        "{'torch': explainer_a, 'jax': explainer_b}."
-    )
-
-
-def _inputs_required(names: list[str]) -> str:
-    return (
-        f"explainers {names} need inputs to explain; pass inputs= (channels-last for images), "
-        "or pass precomputed maps instead of explainers."
-    )
-
-
-def _unsupported_channel_axis(name: str, axis: int) -> str:
-    return (
-        f"explainer {name!r} has channel_axis={axis}; compare passes images channels-last "
-        "or channels-first only. Give it channel_axis=1 or -1."
-    )
-
-
-def _unknown_pair(name_a: str, name_b: str, names: list[str]) -> str:
-    return f"no row for the pair ({name_a!r}, {name_b!r}); the compared names are {names}."

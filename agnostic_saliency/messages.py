@@ -349,3 +349,109 @@ def several_devices(devices: Sequence[str]) -> str:
         f"model parameters are spread over several devices {_listing(devices)}; "
         "move the model to one device, or pass an operator that handles the placement."
     )
+
+
+# --- comparisons -------------------------------------------------------------
+
+
+def maps_shape_mismatch(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    listing = ", ".join(f"{name}: {shape}" for name, shape in shapes.items())
+    return (
+        f"cannot compare maps of different shapes ({listing}); explain the same inputs with "
+        "the same reducer (or reducer=None everywhere), with images given channels-last."
+    )
+
+
+def maps_without_batch_axis(shape: tuple[int, ...]) -> str:
+    return (
+        f"maps of shape {shape} have no batch axis or no samples; pass maps of shape "
+        "(N, ...) with N >= 1, e.g. maps[None] for a single map."
+    )
+
+
+def maps_not_finite() -> str:
+    return "maps contain NaN or Inf; compare finite maps (check the explained model first)."
+
+
+def bad_top_k(k: object) -> str:
+    return (
+        f"top_k={k!r} is not a fraction of the positions; pass a number with "
+        "0 < top_k <= 1 (e.g. 0.1 for the largest 10%)."
+    )
+
+
+def too_few_entries(names: list[str]) -> str:
+    return (
+        f"compare needs at least two explainers or maps, got {names}; pass a dict such as "
+        "{'torch': explainer_a, 'jax': explainer_b}."
+    )
+
+
+def inputs_required(names: list[str]) -> str:
+    return (
+        f"explainers {names} need inputs to explain; pass inputs= (channels-last for images), "
+        "or pass precomputed maps instead of explainers."
+    )
+
+
+def unsupported_channel_axis(name: str, axis: int) -> str:
+    return (
+        f"explainer {name!r} has channel_axis={axis}; compare passes images channels-last "
+        "or channels-first only; pass it channel_axis=1 (channels-first) or -1 (channels-last)."
+    )
+
+
+def unknown_pair(name_a: str, name_b: str, names: list[str]) -> str:
+    return f"no row for the pair ({name_a!r}, {name_b!r}); pick two of the compared names {names}."
+
+
+# --- plots -------------------------------------------------------------------
+
+
+def matplotlib_missing() -> str:
+    return (
+        "plotting needs matplotlib, which is not installed; "
+        "install it with pip install 'agnostic-saliency[plot]'."
+    )
+
+
+def maps_wrong_rank(shape: tuple[int, ...], kind: str) -> str:
+    return (
+        f"maps of shape {shape} cannot be drawn as kind={kind!r}; pass (N, H, W) or "
+        "(N, H, W, C) images, (N, F) tabular maps, or (N, T) / (N, T, F) with kind='series'."
+    )
+
+
+def images_wrong_rank(shape: tuple[int, ...]) -> str:
+    return (
+        f"images of shape {shape}; expected (N, H, W) grayscale or (N, H, W, C) images "
+        "(pass channel_axis=1 for channels-first)."
+    )
+
+
+def inputs_wrong_shape(shape: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    return (
+        f"inputs of shape {shape} do not match maps of shape {expected}; pass the "
+        "explained inputs themselves, or images=None."
+    )
+
+
+def plot_wrong_length(name: str, count: int, n: int, per: str = "maps") -> str:
+    one = "sample" if per == "maps" else "feature"
+    return f"got {count} {name} for {n} {per}; pass one per {one} (or None)."
+
+
+def plot_out_of_range(name: str, value: object, expected: str) -> str:
+    return f"{name}={value!r} is out of range; pass a value with {expected}."
+
+
+def plot_no_maps() -> str:
+    return "plot_comparison got no maps; pass a dict such as {'torch': maps_a, 'jax': maps_b}."
+
+
+def plot_shapes_differ(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    listing = ", ".join(f"{name}: {shape}" for name, shape in shapes.items())
+    return (
+        f"cannot plot maps of different shapes side by side ({listing}); "
+        "explain the same inputs with the same reducer."
+    )

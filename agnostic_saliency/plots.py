@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from agnostic_saliency import messages
 from agnostic_saliency._reduce import REDUCERS
 
 if TYPE_CHECKING:
@@ -107,10 +108,10 @@ def plot_attributions(
         For shapes that do not fit ``kind``, or images and titles of another length.
     """
     _check_style(alpha, clip_percentile)
-    panels = _prepare(maps, images, kind, channel_axis, reducer)
+    panels = _prepare(maps, images, kind, channel_axis, reducer, feature_names)
     n = len(panels.maps)
     if titles is not None and len(titles) != n:
-        raise ValueError(_wrong_length("titles", len(titles), n))
+        raise ValueError(messages.plot_wrong_length("titles", len(titles), n))
     cols = max(1, min(n, 4) if cols is None else int(cols))
     rows = max(1, math.ceil(n / cols))
     width, height = _PANEL_INCHES[panels.kind]
@@ -168,18 +169,26 @@ def plot_comparison(
     Returns
     -------
     matplotlib.figure.Figure or numpy.ndarray
+
+    Raises
+    ------
+    ImportError
+        Without matplotlib.
+    ValueError
+        For no maps, maps of different shapes, or shapes that do not fit ``kind``.
     """
     _check_style(alpha, clip_percentile)
     named = dict(getattr(maps_by_name, "maps", maps_by_name))
     if not named:
-        raise ValueError(_no_maps())
-    prepared = {name: _prepare(maps, images, kind, channel_axis, reducer)
+        raise ValueError(messages.plot_no_maps())
+    prepared = {name: _prepare(maps, images, kind, channel_axis, reducer, feature_names)
                 for name, maps in named.items()}
     shapes = {name: panels.maps.shape for name, panels in prepared.items()}
     if len(set(shapes.values())) > 1:
-        raise ValueError(_shapes_differ(shapes))
+        raise ValueError(messages.plot_shapes_differ(shapes))
     first = next(iter(prepared.values()))
-    show_image = first.kind == "image" and first.images is not None
+    images = first.images if first.kind == "image" else None
+    show_image = images is not None
     n, cols = len(first.maps), len(named) + show_image
     width, height = _PANEL_INCHES[first.kind]
     fig = _new_figure(figsize or (width * cols + colorbar * 0.8, height * max(n, 1)))
@@ -187,8 +196,8 @@ def plot_comparison(
     colormap = _colormap(cmap)
     for row in range(n):
         norm = _norm([panels.maps[row] for panels in prepared.values()], clip_percentile)
-        if show_image:
-            _show_image(axes[row, 0], first.images[row])
+        if images is not None:
+            _show_image(axes[row, 0], images[row])
             axes[row, 0].set_title("input" if row == 0 else "", fontsize="small")
         for col, (name, panels) in enumerate(prepared.items(), start=int(show_image)):
             artist = _draw(axes[row, col], panels, row, panels.maps[row], norm, colormap,
@@ -235,34 +244,39 @@ class _Panels:
     images: np.ndarray | None
 
 
-def _prepare(maps: Any, images: Any, kind: str, channel_axis: int, reducer: str) -> _Panels:
+def _prepare(maps: Any, images: Any, kind: str, channel_axis: int, reducer: str,
+             names: Sequence[str] | None) -> _Panels:
     if kind not in _KINDS:
-        raise ValueError(_bad_option("kind", kind, _KINDS))
+        raise ValueError(messages.bad_choice("kind", kind, _KINDS))
     array = np.asarray(maps, dtype=np.float64)
     if array.ndim < 2:
-        raise ValueError(_maps_wrong_rank(array.shape, kind))
+        raise ValueError(messages.maps_wrong_rank(array.shape, kind))
     if kind == "auto" and array.ndim <= 4:
         kind = "tabular" if array.ndim == 2 else "image"
     inputs = None if images is None else np.asarray(images)
     if inputs is not None and len(inputs) != len(array):
-        raise ValueError(_wrong_length("images", len(inputs), len(array)))
+        raise ValueError(messages.plot_wrong_length("images", len(inputs), len(array)))
     if kind == "image":
         return _Panels(kind, _image_maps(array, channel_axis, reducer),
                        None if inputs is None else _image_inputs(inputs, channel_axis))
     if (kind, array.ndim) not in {("tabular", 2), ("series", 2), ("series", 3)}:  # also "auto"
-        raise ValueError(_maps_wrong_rank(array.shape, kind))
+        raise ValueError(messages.maps_wrong_rank(array.shape, kind))
     if inputs is not None and inputs.shape != array.shape:
-        raise ValueError(_inputs_wrong_shape(inputs.shape, array.shape))
+        raise ValueError(messages.inputs_wrong_shape(inputs.shape, array.shape))
+    features = array.shape[-1] if kind == "tabular" or array.ndim == 3 else 1
+    if names is not None and len(names) != features:
+        raise ValueError(messages.plot_wrong_length("feature_names", len(names), features,
+                                                    "features"))
     return _Panels(kind, array, None if inputs is None else inputs.astype(np.float64))
 
 
 def _image_maps(maps: np.ndarray, channel_axis: int, reducer: str) -> np.ndarray:
     if maps.ndim == 4:
         if reducer not in REDUCERS:
-            raise ValueError(_bad_option("reducer", reducer, tuple(REDUCERS)))
+            raise ValueError(messages.bad_choice("reducer", reducer, tuple(REDUCERS)))
         maps = REDUCERS[reducer](_channels_last(maps, channel_axis), axis=-1)
     if maps.ndim != 3:
-        raise ValueError(_maps_wrong_rank(maps.shape, "image"))
+        raise ValueError(messages.maps_wrong_rank(maps.shape, "image"))
     return maps
 
 
@@ -274,21 +288,21 @@ def _image_inputs(images: np.ndarray, channel_axis: int) -> np.ndarray:
         elif images.shape[-1] not in (3, 4):
             images = images.mean(axis=-1)
     if images.ndim not in (3, 4):
-        raise ValueError(_images_wrong_rank(images.shape))
+        raise ValueError(messages.images_wrong_rank(images.shape))
     return images
 
 
 def _channels_last(array: np.ndarray, channel_axis: int) -> np.ndarray:
     if channel_axis % 4 not in (1, 3):
-        raise ValueError(_bad_option("channel_axis", channel_axis, (1, -1)))
+        raise ValueError(messages.bad_choice("channel_axis", channel_axis, (1, -1)))
     return np.moveaxis(array, 1, -1) if channel_axis % 4 == 1 else array
 
 
 def _check_style(alpha: float, clip_percentile: float) -> None:
     if not 0 <= alpha <= 1:
-        raise ValueError(_out_of_range("alpha", alpha, "0 <= alpha <= 1, e.g. 0.5"))
+        raise ValueError(messages.plot_out_of_range("alpha", alpha, "0 <= alpha <= 1, e.g. 0.5"))
     if not 0 < clip_percentile <= 100:
-        raise ValueError(_out_of_range("clip_percentile", clip_percentile,
+        raise ValueError(messages.plot_out_of_range("clip_percentile", clip_percentile,
                                        "0 < clip_percentile <= 100, e.g. 99.5"))
 
 
@@ -302,7 +316,7 @@ def _matplotlib() -> tuple[type[Figure], Any, Any, type[Normalize]]:
         from matplotlib.colors import Normalize
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise ImportError(_matplotlib_missing()) from error
+        raise ImportError(messages.matplotlib_missing()) from error
     return Figure, FigureCanvasAgg, matplotlib.colormaps, Normalize
 
 
@@ -374,12 +388,14 @@ def _draw_bars(ax: Axes, values: np.ndarray, inputs: np.ndarray | None, norm: No
     positions = np.arange(len(values))
     ax.bar(positions, values, color=cmap(norm(values)), edgecolor="black", linewidth=0.3)
     ax.axhline(0.0, color="black", linewidth=0.5)
-    labels = [str(name) for name in names] if names is not None else [str(i) for i in positions]
+    labels = [str(label) for label in (positions if names is None else names)]
     if inputs is not None:
-        labels = [f"{label}\n{value:.3g}" for label, value in zip(labels, inputs, strict=False)]
+        labels = [f"{label}\n{value:.3g}" for label, value in zip(labels, inputs, strict=True)]
     if len(values) <= 30:
-        ax.set_xticks(positions, labels[:len(values)], fontsize="x-small")
-    return _scalar_mappable(norm, cmap)
+        ax.set_xticks(positions, labels, fontsize="x-small")
+    from matplotlib.cm import ScalarMappable
+
+    return ScalarMappable(norm=norm, cmap=cmap)
 
 
 def _draw_series(ax: Axes, values: np.ndarray, inputs: np.ndarray | None, norm: Normalize,
@@ -396,68 +412,9 @@ def _draw_series(ax: Axes, values: np.ndarray, inputs: np.ndarray | None, norm: 
         for feature in range(features):
             ax.plot(np.arange(length), feature + 0.4 - 0.8 * scaled[:, feature],
                     color="black", linewidth=1.0)
-    ax.set_yticks(np.arange(features),
-                  [str(n) for n in names] if names is not None and len(names) == features
-                  else [str(f) for f in range(features)], fontsize="x-small")
+    if features > 1 or names is not None:
+        labels = range(features) if names is None else names
+        ax.set_yticks(np.arange(features), [str(label) for label in labels], fontsize="x-small")
+    else:
+        ax.set_yticks([])
     return artist
-
-
-def _scalar_mappable(norm: Normalize, cmap: Colormap) -> Any:
-    from matplotlib.cm import ScalarMappable
-
-    return ScalarMappable(norm=norm, cmap=cmap)
-
-
-# --- messages (to move to agnostic_saliency/messages.py) ---------------------------------
-
-
-def _matplotlib_missing() -> str:
-    return (
-        "plotting needs matplotlib, which is not installed; "
-        "install it with pip install 'agnostic-saliency[plot]'."
-    )
-
-
-def _maps_wrong_rank(shape: tuple[int, ...], kind: str) -> str:
-    return (
-        f"maps of shape {shape} cannot be drawn as kind={kind!r}; expected (N, H, W) or "
-        "(N, H, W, C) images, (N, F) tabular, or (N, T) / (N, T, F) with kind='series'."
-    )
-
-
-def _images_wrong_rank(shape: tuple[int, ...]) -> str:
-    return (
-        f"images of shape {shape}; expected (N, H, W) grayscale or (N, H, W, C) images "
-        "(pass channel_axis=1 for channels-first)."
-    )
-
-
-def _inputs_wrong_shape(shape: tuple[int, ...], expected: tuple[int, ...]) -> str:
-    return (
-        f"inputs of shape {shape} do not match maps of shape {expected}; pass the "
-        "explained inputs themselves, or images=None."
-    )
-
-
-def _wrong_length(name: str, count: int, n: int) -> str:
-    return f"got {count} {name} for {n} maps; pass one per sample (or None)."
-
-
-def _bad_option(name: str, value: object, choices: Sequence[object]) -> str:
-    return f"{name}={value!r} is not one of {list(choices)}; pick one of them."
-
-
-def _out_of_range(name: str, value: object, expected: str) -> str:
-    return f"{name}={value!r}; expected {expected}."
-
-
-def _no_maps() -> str:
-    return "plot_comparison got no maps; pass a dict such as {'torch': maps_a, 'jax': maps_b}."
-
-
-def _shapes_differ(shapes: Mapping[str, tuple[int, ...]]) -> str:
-    listing = ", ".join(f"{name}: {shape}" for name, shape in shapes.items())
-    return (
-        f"cannot plot maps of different shapes side by side ({listing}); "
-        "compute them for the same inputs with the same reducer."
-    )

@@ -11,7 +11,8 @@ import pytest
 from agnostic_saliency import messages
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [*ROOT.glob("agnostic_saliency/**/*.py"), *ROOT.glob("backends/*/*/*.py")]
+SOURCES = [*ROOT.glob("agnostic_saliency/**/*.py"), *ROOT.glob("backends/*/*/*.py"),
+           *ROOT.glob("examples/*/*/*.py")]
 MESSAGE_FUNCTIONS = [name for name, value in vars(messages).items()
                      if inspect.isfunction(value) and not name.startswith("_")
                      and value.__module__ == messages.__name__ and name != "describe_output"]
@@ -21,6 +22,8 @@ NEXT_STEP = re.compile(
     r"uninstall|drop|save|resize|put|raise|register|rename|make)\b", re.IGNORECASE)
 
 def _sample(annotation: str) -> object:
+    if annotation.startswith("Mapping"):
+        return {"a": (2, 3), "b": (2, 4)}
     if "Sequence" in annotation or "Iterable" in annotation:
         return ["a", "b"]
     if "tuple" in annotation:

@@ -5,6 +5,7 @@ the entry-point group ``agnostic_saliency.backends``.
 """
 
 from agnostic_saliency.backend import Backend, CallOptions
+from agnostic_saliency.compare import ComparisonReport, ComparisonRow, compare
 from agnostic_saliency.explainer import GradientExplainer
 from agnostic_saliency.messages import SaliencyWarning
 from agnostic_saliency.methods import (
@@ -22,6 +23,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "CallOptions",
+    "ComparisonReport",
+    "ComparisonRow",
     "GradientExplainer",
     "GradientInput",
     "IntegratedGradients",
@@ -31,6 +34,7 @@ __all__ = [
     "SquareGrad",
     "VarGrad",
     "__version__",
+    "compare",
     "get_backend",
     "list_backends",
     "register_backend",

@@ -153,7 +153,9 @@ def run_explain(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     maps = _stream(explainer, inputs, targets, out, args.batch_size, not args.quiet)
     if args.png:
-        _write_pngs(maps, inputs, Path(args.png))
+        axis = explainer.channel_axis
+        _write_pngs(maps, inputs, Path(args.png),
+                    explainer.backend.channel_axis if axis is None else axis)
     return out
 
 
@@ -185,12 +187,13 @@ def _progress(done: int, total: int, width: int = 30) -> None:
     sys.stderr.flush()
 
 
-def _write_pngs(maps: np.ndarray, inputs: np.ndarray, folder: Path) -> None:
+def _write_pngs(maps: np.ndarray, inputs: np.ndarray, folder: Path, channel_axis: int) -> None:
     from agnostic_saliency.plots import plot_attributions, save
 
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(len(maps)):
         image = np.asarray(inputs[index])
         figure = plot_attributions(maps[index:index + 1],
-                                   image[None] if image.ndim == 3 else None)
+                                   image[None] if image.ndim == 3 else None,
+                                   channel_axis=channel_axis)
         save(figure, folder / f"{index:05d}.png")

@@ -36,6 +36,9 @@ _REQUIREMENTS = {
 }
 
 
+_SHOWN = 6  # samples drawn in the grid
+
+
 @dataclass
 class DemoResult:
     """What the demo computed: the maps per framework, the report and the files written."""
@@ -133,5 +136,6 @@ def _report(result: DemoResult, out: str | Path | None, echo: Any) -> None:
     if out is not None and result.maps:
         from agnostic_saliency.plots import plot_comparison, save
 
-        save(plot_comparison(result.maps, result.images[..., 0]), out)
+        shown = {name: maps[:_SHOWN] for name, maps in result.maps.items()}
+        save(plot_comparison(shown, result.images[:_SHOWN, ..., 0], colorbar=False), out)
         echo(f"\nwrote {out}")

@@ -128,10 +128,12 @@ class BackendConformanceTests:
         assert get_backend(backend.name) is backend
 
     def test_detection_picks_this_backend(self) -> None:
-        if not self.detectable:
-            pytest.skip("models of this backend are plain functions; backend= is required")
         model = self.model(self.spec("mlp"))
-        assert Saliency(model).backend is self.resolved_backend()
+        if self.detectable:
+            assert Saliency(model).backend is self.resolved_backend()
+        else:  # plain functions: detection must refuse and name the fix
+            with pytest.raises(TypeError, match="backend="):
+                Saliency(model)
 
     # --- exact values ---------------------------------------------------------------
 

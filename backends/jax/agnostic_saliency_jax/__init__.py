@@ -1,0 +1,191 @@
+"""JAX backend for agnostic-saliency: JAX functions, Flax NNX and Equinox modules.
+
+Gradients come from ``jax.jit(jax.grad(score))``, one compiled function per
+model structure, operator and output selector, kept in a bounded LRU cache.
+Parameters are arguments of the compiled function, never constants of its trace,
+so updated weights are used without recompiling; a new input shape (batch size)
+traces once more, equal shapes never do (see :attr:`JaxBackend.trace_count`).
+
+- Flax NNX modules are split into ``(graphdef, state)`` and merged inside the
+  trace. The merged module is a copy: RNG counters of Dropout and batch
+  statistics of BatchNorm are never written back to the user's module, and the
+  same module state always gives the same map. A module whose Dropout or
+  BatchNorm layers are in training mode is refused unless
+  ``allow_training_mode=True``; call ``model.eval()`` first.
+- Equinox modules are split with ``eqx.partition(model, eqx.is_array)``; a new
+  module of the same structure (``eqx.tree_at``) reuses the compiled function.
+- Functions (plain or jitted) must be passed with ``backend="jax"`` when they are
+  plain Python functions; the arrays they close over are part of their trace.
+  The cache holds them by weak reference only.
+
+The computation runs in the inputs' dtype as JAX sees it: without
+``jax_enable_x64`` (the default) float64 inputs are computed in float32, with a
+:class:`~agnostic_saliency.messages.SaliencyWarning`; the frontend still returns
+float64 maps. Inside ``jax.enable_x64(True)`` they are computed in float64. The
+global JAX configuration is never changed.
+
+``predict`` is jitted and cached the same way (its own cache and trace count); a
+model whose output is not a pytree of arrays is run eagerly instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from agnostic_saliency import messages
+from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency_jax._compile import (
+    CompiledCache,
+    TraceCounter,
+    call_model,
+    make_gradient_function,
+    make_predict_function,
+)
+from agnostic_saliency_jax._models import check_training_mode, split_model
+
+__all__ = ["JaxBackend"]
+
+_JAX_MODULES = ("jax", "jaxlib")
+
+
+class JaxBackend:
+    """Backend for JAX callables, Flax NNX modules and Equinox modules.
+
+    Parameters
+    ----------
+    cache_size
+        Most compiled gradient functions kept (least recently used evicted first).
+    """
+
+    name = "jax"
+    modules = ("jax", "jaxlib", "flax", "equinox")
+    priority = 0
+    channel_axis = -1
+
+    def __init__(self, cache_size: int = 32) -> None:
+        self._cache = CompiledCache(cache_size)
+        self._traces = TraceCounter()
+        self._predict_cache = CompiledCache(cache_size)
+        self._predict_traces = TraceCounter()
+
+    def __repr__(self) -> str:
+        return f"JaxBackend(cache_size={self._cache.maxsize})"
+
+    @property
+    def trace_count(self) -> int:
+        """How many times a gradient function was traced (and so compiled) so far."""
+        return self._traces.value
+
+    @property
+    def predict_trace_count(self) -> int:
+        """How many times a forward pass was traced for :meth:`predict` so far."""
+        return self._predict_traces.value
+
+    @property
+    def cache_len(self) -> int:
+        """How many compiled gradient functions are cached now."""
+        return len(self._cache)
+
+    def clear_cache(self) -> None:
+        """Drop every compiled function."""
+        self._cache.clear()
+        self._predict_cache.clear()
+
+    def can_handle(self, model: Any) -> bool:
+        nnx = sys.modules.get("flax.nnx")
+        if nnx is not None and isinstance(model, nnx.Module):
+            return True
+        eqx = sys.modules.get("equinox")
+        if eqx is not None and isinstance(model, eqx.Module):
+            return True
+        # jax.jit / custom_jvp / tree_util.Partial objects; their types live in jax/jaxlib.
+        return callable(model) and type(model).__module__.split(".")[0] in _JAX_MODULES
+
+    def to_numpy(self, array: Any) -> np.ndarray:
+        return _to_numpy(array)
+
+    def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
+        import jax
+
+        check_training_mode(model, options)
+        split = split_model(model, self._predict_cache.note_dead)
+        selector = options.output_selector
+
+        def build() -> Any:
+            return make_predict_function(split.rebuild, selector, self._predict_traces)
+
+        function = self._predict_cache.get((split.key, selector), build)
+        x = jax.device_put(_as_dtype(inputs, _compute_dtype(inputs.dtype)))
+        try:
+            outputs = function(x, split.params)
+        except TypeError:
+            # Model failures are ValueErrors (call_model); a TypeError here means the
+            # output is not a pytree of arrays, which only an eager call can return.
+            outputs = call_model(split.rebuild(split.params), x, selector)
+        return _outputs_to_numpy(outputs)
+
+    def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
+                 options: CallOptions) -> np.ndarray:
+        import jax
+
+        check_training_mode(model, options)
+        dtype = _compute_dtype(inputs.dtype)
+        if dtype != inputs.dtype and inputs.dtype.itemsize >= 4:
+            warnings.warn(messages.dtype_cast(str(inputs.dtype), str(dtype)),
+                          messages.SaliencyWarning, stacklevel=3)
+        split = split_model(model, self._cache.note_dead)
+        selector = options.output_selector
+
+        def build() -> Any:
+            return make_gradient_function(split.rebuild, operator, selector, self._traces)
+
+        function = self._cache.get((split.key, operator, selector), build)
+        x = jax.device_put(_as_dtype(inputs, dtype))
+        weights = None if targets is None else jax.device_put(_target_array(targets, dtype))
+        return _to_numpy(function(x, split.params, weights))
+
+
+def _compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype JAX computes ``dtype`` inputs in (float64 -> float32 without x64)."""
+    import jax
+
+    if dtype.name == "bfloat16":
+        return dtype
+    return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+def _as_dtype(inputs: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return inputs if inputs.dtype == dtype else inputs.astype(dtype)
+
+
+def _target_array(targets: Any, dtype: np.dtype) -> np.ndarray:
+    """Targets as NumPy in a dtype JAX accepts: floats in the compute dtype."""
+    array = np.asarray(targets)
+    if np.issubdtype(array.dtype, np.floating):
+        return _as_dtype(array, dtype)
+    return _as_dtype(array, _compute_dtype(array.dtype))
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(array, jax.Array):
+        if array.dtype.name == "bfloat16":
+            array = array.astype(np.float32)
+        return np.asarray(array)
+    return np.asarray(array)
+
+
+def _outputs_to_numpy(outputs: Any) -> Any:
+    jax = sys.modules["jax"]
+    if isinstance(outputs, jax.Array):
+        return _to_numpy(outputs)
+    if isinstance(outputs, Mapping):
+        return {key: _outputs_to_numpy(value) for key, value in outputs.items()}
+    if isinstance(outputs, (tuple, list)):
+        return tuple(_outputs_to_numpy(value) for value in outputs)
+    return outputs

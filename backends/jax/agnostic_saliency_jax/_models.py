@@ -1,0 +1,173 @@
+"""How a JAX model becomes a hashable structure plus array parameters.
+
+A compiled gradient function is keyed by the model's *structure* and receives its
+*parameters* as jit arguments, so new parameter values never trigger a new trace:
+
+- Flax NNX: ``nnx.split(model) -> (graphdef, state)``; the graphdef is the key and
+  the state the argument, merged back inside the trace. The merge builds a copy,
+  so nothing a forward pass does (RNG counters of Dropout, batch statistics of
+  BatchNorm in training mode) reaches the user's module.
+- Equinox: ``eqx.partition(model, eqx.is_array)``; the flattened static part is
+  the key (the model's identity when that part is not hashable).
+- Any other callable (plain or jitted function): the function itself, held by a
+  weak reference so that the cache never keeps a model (and the arrays it closes
+  over) alive.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from agnostic_saliency import messages
+from agnostic_saliency.backend import CallOptions
+
+__all__ = ["IdentityKey", "SplitModel", "check_training_mode", "split_model"]
+
+
+class IdentityKey:
+    """A hashable stand-in for an object, compared by identity and held weakly.
+
+    Calling the key returns the object, or ``None`` once it has been collected.
+    Objects that do not support weak references are held strongly.
+
+    Parameters
+    ----------
+    obj
+        The object (a function, or a model whose structure is not hashable).
+    on_dead
+        Called with the weak reference when ``obj`` is collected.
+    """
+
+    __slots__ = ("_id", "_ref")
+
+    def __init__(self, obj: Any, on_dead: Callable[[Any], None] | None = None) -> None:
+        self._id = id(obj)
+        self._ref: Callable[[], Any]
+        try:
+            self._ref = weakref.ref(obj, on_dead)
+        except TypeError:
+            self._ref = partial(_identity, obj)
+
+    def __call__(self) -> Any:
+        return self._ref()
+
+    @property
+    def dead(self) -> bool:
+        """Whether the object has been collected."""
+        return self._ref() is None
+
+    def __hash__(self) -> int:
+        return self._id
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IdentityKey) or other._id != self._id:
+            return False
+        target = self._ref()
+        return target is not None and target is other._ref()
+
+    def __repr__(self) -> str:
+        target = self._ref()
+        name = getattr(target, "__qualname__", type(target).__name__)
+        return f"IdentityKey({name})" if target is not None else "IdentityKey(<dead>)"
+
+
+def _identity(obj: Any) -> Any:
+    return obj
+
+
+@dataclass(frozen=True)
+class SplitModel:
+    """A model as ``rebuild(params)``, with ``key`` identifying ``rebuild``'s structure.
+
+    Attributes
+    ----------
+    key
+        Equal keys mean equal structure: one traced function serves them all.
+    params
+        Pytree of arrays passed to the compiled function as an argument (``None``
+        for functions, whose closed-over arrays are part of the function).
+    rebuild
+        ``params -> callable model``; works on tracers inside ``jax.jit``.
+    """
+
+    key: Hashable
+    params: Any
+    rebuild: Callable[[Any], Any]
+
+
+def split_model(model: Any, on_dead: Callable[[Any], None] | None = None) -> SplitModel:
+    """Split ``model`` into a structure key, jit-argument parameters and a rebuild function.
+
+    Parameters
+    ----------
+    model
+        A Flax NNX module, an Equinox module or any callable taking a batch.
+    on_dead
+        Called with a weak reference when a model keyed by identity is collected.
+
+    Returns
+    -------
+    SplitModel
+        The key, parameters and rebuild function.
+    """
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is not None and isinstance(model, nnx.Module):
+        graphdef, state = nnx.split(model)
+        # copy=True: fresh Variables at the current trace level, so that a Dropout
+        # inside jax.grad may advance its (copied) RNG counter.
+        return SplitModel(("nnx", _hashable(graphdef, model, on_dead)), state,
+                          partial(nnx.merge, graphdef, copy=True))
+    eqx = sys.modules.get("equinox")
+    if eqx is not None and isinstance(model, eqx.Module):
+        import jax
+
+        params, static = eqx.partition(model, eqx.is_array)
+        leaves, treedef = jax.tree.flatten(static)
+        structure = _hashable((treedef, tuple(leaves)), model, on_dead)
+        return SplitModel(("equinox", structure), params, partial(eqx.combine, static))
+    key = IdentityKey(model, on_dead)
+    return SplitModel(("function", key), None, partial(_call_key, key))
+
+
+def _call_key(key: IdentityKey, params: Any) -> Any:
+    return key()
+
+
+def _hashable(structure: Any, model: Any, on_dead: Callable[[Any], None] | None) -> Hashable:
+    """``structure`` when it hashes, else an identity key of ``model``."""
+    try:
+        hash(structure)
+    except TypeError:
+        return IdentityKey(model, on_dead)
+    hashable: Hashable = structure
+    return hashable
+
+
+def check_training_mode(model: Any, options: CallOptions) -> None:
+    """Refuse a Flax NNX module whose Dropout or BatchNorm layers are in training mode.
+
+    Raises
+    ------
+    ValueError
+        Naming the active layers, unless ``options.allow_training_mode``.
+    """
+    nnx = sys.modules.get("flax.nnx")
+    if options.allow_training_mode or nnx is None or not isinstance(model, nnx.Module):
+        return
+    active = [".".join(map(str, path)) or type(model).__name__
+              for path, module in nnx.iter_modules(model) if _in_training(module, nnx)]
+    if active:
+        raise ValueError(messages.training_mode(active))
+
+
+def _in_training(module: Any, nnx: Any) -> bool:
+    if isinstance(module, nnx.Dropout):
+        return not module.deterministic and module.rate > 0
+    if isinstance(module, nnx.BatchNorm):
+        return not module.use_running_average
+    return False

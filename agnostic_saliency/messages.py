@@ -16,6 +16,11 @@ class SaliencyWarning(UserWarning):
     """A map was computed but looks wrong (all zero, saturated outputs, ...)."""
 
 
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def _listing(items: Iterable[object], limit: int = 8) -> str:
     items = list(items)
     shown = ", ".join(str(item) for item in items[:limit])
@@ -341,6 +346,14 @@ def training_mode(modules: Sequence[str]) -> str:
     return (
         f"model is in training mode (e.g. Dropout/BatchNorm active in {_listing(modules)}); "
         "call model.eval() first or pass allow_training_mode=True."
+    )
+
+
+def runs_eagerly(error: BaseException) -> str:
+    return (
+        f"the model could not be traced into a TensorFlow graph ({type(error).__name__}: "
+        f"{_last_line(error)}); it runs eagerly, which is slower. "
+        "Avoid .numpy() and Python control flow on tensors in the forward pass."
     )
 
 

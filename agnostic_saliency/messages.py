@@ -357,6 +357,13 @@ def runs_eagerly(error: BaseException) -> str:
     )
 
 
+def keras_backend_unsupported(framework: str) -> str:
+    return (
+        f"Keras runs on its {framework!r} backend, which has no gradients; set "
+        "KERAS_BACKEND to 'tensorflow', 'jax' or 'torch' before importing keras."
+    )
+
+
 def several_devices(devices: Sequence[str]) -> str:
     return (
         f"model parameters are spread over several devices {_listing(devices)}; "

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install the library, its four backends, every framework
-# (CPU builds) and the test tools. Safe to run again: it only installs what is missing.
+# (CPU builds), the test oracles and the tools. Safe to run again: it installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
+pip=(.venv/bin/python -m pip install -q -c constraints.txt)
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -r requirements-dev.txt
+"${pip[@]}" -r requirements-dev.txt
+# Xplique and tf-keras without their dependencies: their pins would replace tensorflow-cpu
+# with a CUDA build of several GB.
+"${pip[@]}" --no-deps xplique tf-keras
+# tensorflow-cpu must stay the only TensorFlow.
+if .venv/bin/python -m pip show -q tensorflow 2>/dev/null; then
+    .venv/bin/python -m pip uninstall -q -y tensorflow
+    "${pip[@]}" --force-reinstall --no-deps tensorflow-cpu
+fi

@@ -19,9 +19,9 @@ from agnostic_saliency.methods._perturbation import PerturbationExplainer
 __all__ = ["QUADRATURES", "IntegratedGradients", "quadrature"]
 
 Quadrature = Literal["trapezoid", "gausslegendre", "riemann_left", "riemann_right",
-                     "riemann_middle", "uniform"]
+                     "riemann_middle", "riemann_trapezoid", "uniform"]
 QUADRATURES = ("trapezoid", "gausslegendre", "riemann_left", "riemann_right",
-               "riemann_middle", "uniform")
+               "riemann_middle", "riemann_trapezoid", "uniform")
 
 _PRESETS: dict[str, dict[str, Any] | None] = {
     "xplique": {"steps": 50, "baseline_value": 0.0, "quadrature": "trapezoid",
@@ -33,11 +33,14 @@ _PRESETS: dict[str, dict[str, Any] | None] = {
 
 
 def quadrature(name: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes ``alphas`` in [0, 1] and weights (summing to 1) of a quadrature rule.
+    """Nodes ``alphas`` in [0, 1] and weights of a quadrature rule.
 
-    ``"trapezoid"`` is Xplique's rule and Captum's ``riemann_trapezoid``;
-    ``"gausslegendre"`` is Captum's default; ``"uniform"`` averages
-    ``linspace(0, 1, steps)`` with equal weights (PAIR).
+    ``"trapezoid"`` is Xplique's rule; ``"gausslegendre"`` is Captum's default;
+    ``"uniform"`` averages ``linspace(0, 1, steps)`` with equal weights (PAIR).
+    ``"riemann_trapezoid"`` is Captum's rule of that name, which weights the nodes of
+    ``linspace(0, 1, steps)`` by ``1/steps`` (halved at both ends), so its weights sum
+    to ``(steps - 1) / steps``, not 1: it underestimates the integral by that factor.
+    Every other rule's weights sum to 1.
     """
     if name == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(steps)
@@ -49,11 +52,14 @@ def quadrature(name: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         weights[[0, -1]] /= 2
         return np.linspace(0.0, 1.0, steps), weights
     equal = np.full(steps, 1.0 / steps)
+    if name == "riemann_trapezoid":
+        equal[[0, -1]] /= 2
     alphas = {
         "riemann_left": np.arange(steps) / steps,
         "riemann_right": np.arange(1, steps + 1) / steps,
         "riemann_middle": (np.arange(steps) + 0.5) / steps,
         "uniform": np.linspace(0.0, 1.0, steps),
+        "riemann_trapezoid": np.linspace(0.0, 1.0, steps),
     }[name]
     return alphas, equal
 
@@ -73,7 +79,8 @@ class IntegratedGradients(PerturbationExplainer):
     quadrature
         How the path integral is approximated: ``"trapezoid"`` (Xplique),
         ``"gausslegendre"`` (Captum), ``"riemann_left"``, ``"riemann_right"``,
-        ``"riemann_middle"``, or ``"uniform"`` (PAIR's mean over ``linspace(0, 1, steps)``).
+        ``"riemann_middle"``, ``"riemann_trapezoid"`` (Captum's, whose weights sum to
+        ``(steps - 1) / steps``), or ``"uniform"`` (PAIR's mean over ``linspace(0, 1, steps)``).
     reducer
         Channel reduction of image maps (Xplique ``"mean"``; Captum, PAIR ``None``).
     preset

@@ -1,0 +1,111 @@
+"""Keras 3 backend for agnostic-saliency, on all three of Keras' own backends.
+
+Keras has no backend-agnostic gradient, so this backend dispatches on
+``keras.backend.backend()`` to one small module per framework:
+
+- TensorFlow (:mod:`._tf`): a ``GradientTape`` inside one cached ``tf.function``
+  per signature, with an unknown batch axis (no retracing for new batch sizes).
+- JAX (:mod:`._jax`): ``jax.jit(jax.grad(...))`` of a function built on
+  ``model.stateless_call``, with the variables' values passed as arguments.
+- PyTorch (:mod:`._torch`): ``torch.autograd.grad`` with respect to a fresh leaf.
+
+Models are always called with ``training=False`` (Keras has no persistent training
+mode, so ``allow_training_mode`` changes nothing). Inputs are converted to the
+dtype the model converts them to itself (its ``keras.Input`` dtype, else its
+dtype policy), with a warning when 32/64-bit precision changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from agnostic_saliency import messages
+from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency_keras._common import (
+    ModelCallError,
+    OperatorShapeError,
+    input_dtype,
+    outputs_to_numpy,
+    prepare_inputs,
+    score_dtype,
+    trace_count,
+)
+
+__all__ = ["KerasBackend", "trace_count"]
+
+_MODULES = {"tensorflow": "_tf", "jax": "_jax", "torch": "_torch"}
+
+
+class KerasBackend:
+    """Backend for Keras 3 layers and models (``keras.Layer`` instances).
+
+    Under Keras' torch backend a Keras model is also a ``torch.nn.Module``; the
+    higher priority makes detection ask this backend before the torch one.
+    """
+
+    name = "keras"
+    modules = ("keras",)
+    priority = 10
+    channel_axis = -1
+
+    def can_handle(self, model: Any) -> bool:
+        layer = getattr(sys.modules.get("keras"), "Layer", None)  # None before Keras 3
+        return layer is not None and isinstance(model, layer)
+
+    def to_numpy(self, array: Any) -> np.ndarray:
+        keras = sys.modules.get("keras")
+        if keras is not None and keras.ops.is_tensor(array):
+            return np.asarray(_framework_module(keras.backend.backend()).to_numpy(array))
+        return np.asarray(array)
+
+    def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
+        module, dtype = _setup(model)
+        x = prepare_inputs(inputs, dtype)
+        try:
+            outputs = module.predict(model, x, dtype, options)
+        except ModelCallError as error:
+            raise ValueError(messages.model_failed(inputs.shape, error.error)) from error.error
+        return outputs_to_numpy(outputs, module.to_numpy, module.is_tensor)
+
+    def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
+                 options: CallOptions) -> np.ndarray | None:
+        module, dtype = _setup(model)
+        x = prepare_inputs(inputs, dtype)
+        if operator is None:
+            weights_dtype = np.float64 if score_dtype(dtype) == "float64" else np.float32
+            targets = np.asarray(targets, dtype=weights_dtype)
+        try:
+            if not getattr(model, "built", True):  # create the variables eagerly, not traced
+                module.predict(model, x[:1], dtype, CallOptions())
+            gradient: np.ndarray | None = module.gradient(model, x, dtype, targets, operator,
+                                                          options)
+        except ModelCallError as error:
+            raise ValueError(messages.model_failed(inputs.shape, error.error)) from error.error
+        except OperatorShapeError as error:
+            # A traced shape leaves the batch axis unknown (None): it is this batch.
+            shape = tuple(len(inputs) if size is None else size for size in error.shape)
+            raise ValueError(messages.operator_wrong_shape(shape, len(inputs))) from None
+        return gradient
+
+
+def _setup(model: Any) -> tuple[ModuleType, str]:
+    """The gradient module of Keras' current backend and the dtype to feed ``model``."""
+    import keras
+
+    framework = keras.backend.backend()
+    module = _framework_module(framework)
+    dtype = input_dtype(model)
+    if framework == "jax":
+        dtype = module.effective_dtype(dtype)
+    return module, dtype
+
+
+def _framework_module(framework: str) -> ModuleType:
+    if framework not in _MODULES:
+        raise ValueError(messages.keras_backend_unsupported(framework))
+    return importlib.import_module(f"agnostic_saliency_keras.{_MODULES[framework]}")

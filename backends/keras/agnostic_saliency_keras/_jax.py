@@ -1,0 +1,137 @@
+"""Keras on JAX: ``jax.jit(jax.grad(...))`` of a function built on ``stateless_call``.
+
+One jitted function is cached per model, operator and selector. The variables'
+current values are passed to it as arguments on every call, so weights updated by
+the user are seen and no parameter is baked into the compiled code as a constant.
+The gradient is taken with respect to the inputs only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency_keras._common import (
+    FunctionCache,
+    ModelCallError,
+    OperatorShapeError,
+    call_model,
+    gradient_to_numpy,
+    note_trace,
+    require_tensor,
+    score_dtype,
+)
+
+if TYPE_CHECKING:
+    import jax
+
+__all__ = ["effective_dtype", "gradient", "is_tensor", "predict", "to_numpy"]
+
+_functions = FunctionCache()
+
+
+def effective_dtype(dtype: str) -> str:
+    """``dtype``, or float32 for float64 while JAX runs without ``jax_enable_x64``."""
+    import jax
+
+    has_float64 = jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+    return "float32" if dtype == "float64" and not has_float64 else dtype
+
+
+def is_tensor(value: Any) -> bool:
+    import jax
+
+    return isinstance(value, jax.Array)
+
+
+def to_numpy(tensor: Any) -> np.ndarray:
+    return np.asarray(tensor)
+
+
+def predict(model: Any, x: np.ndarray, dtype: str, options: CallOptions) -> Any:
+    """Eager ``model(x, training=False)`` with the selector applied."""
+    return call_model(model, _array(x, dtype), options.output_selector)
+
+
+def gradient(model: Any, x: np.ndarray, dtype: str, targets: Any, operator: Operator | None,
+             options: CallOptions) -> np.ndarray:
+    """Gradient of the summed scores with respect to ``x`` (JAX never returns ``None``)."""
+    import jax.numpy as jnp
+
+    key = (operator, options.output_selector)
+    function = _functions.get(model, key, lambda get_model: _build(
+        get_model, operator, options.output_selector))
+    trainable = [variable.value for variable in model.trainable_variables]
+    non_trainable = [variable.value for variable in model.non_trainable_variables]
+    target_array = None if targets is None else jnp.asarray(targets)
+    if operator is not None and target_array is not None \
+            and jnp.issubdtype(target_array.dtype, jnp.floating):
+        target_array = target_array.astype(dtype)
+    grad = function(_array(x, dtype), trainable, non_trainable, target_array)
+    return gradient_to_numpy(np.asarray(grad))
+
+
+def _array(x: np.ndarray, dtype: str) -> jax.Array:
+    import jax.numpy as jnp
+
+    array = jnp.asarray(x)
+    return array if array.dtype.name == dtype else array.astype(dtype)
+
+
+def _build(get_model: Callable[[], Any], operator: Operator | None,
+           selector: Callable[[Any], Any] | None) -> Any:
+    """``jit(grad(total_score))`` with respect to the first argument only."""
+    import jax
+
+    def total_score(x: jax.Array, trainable: list[jax.Array], non_trainable: list[jax.Array],
+                    targets: jax.Array | None) -> jax.Array:
+        note_trace()
+        model = get_model()
+        if operator is None:
+            assert targets is not None  # output weights, always given without an operator
+            return _weighted_total(model, x, trainable, non_trainable, targets, selector)
+        return _operator_total(model, operator, x, trainable, non_trainable, targets)
+
+    return jax.jit(jax.grad(total_score))
+
+
+def _weighted_total(model: Any, x: jax.Array, trainable: list[jax.Array],
+                    non_trainable: list[jax.Array], weights: jax.Array,
+                    selector: Callable[[Any], Any] | None) -> jax.Array:
+    """``sum(output * weights)`` in at least float32, through ``stateless_call``."""
+    import jax.numpy as jnp
+
+    # Like Layer.__call__, pass `training` only to a `call` that takes it.
+    kwargs = {"training": False} if "training" in getattr(
+        model, "call_signature_parameters", ("training",)) else {}
+    try:
+        outputs, _ = model.stateless_call(trainable, non_trainable, x, **kwargs)
+    except Exception as error:
+        raise ModelCallError(error) from error
+    if selector is not None:
+        outputs = selector(outputs)
+    outputs = require_tensor(outputs, is_tensor)
+    outputs = outputs.astype(score_dtype(outputs.dtype.name))
+    return jnp.sum(outputs * weights.astype(outputs.dtype))
+
+
+def _operator_total(model: Any, operator: Operator, x: jax.Array, trainable: list[jax.Array],
+                    non_trainable: list[jax.Array], targets: jax.Array | None) -> jax.Array:
+    """Sum of the operator's scores; the model reads the variables given as arguments.
+
+    The operator calls the model itself, so the arguments are mapped onto the
+    model's variables with a ``StatelessScope``, as ``stateless_call`` does.
+    """
+    import jax.numpy as jnp
+    import keras
+
+    mapping = [*zip(model.trainable_variables, trainable, strict=True),
+               *zip(model.non_trainable_variables, non_trainable, strict=True)]
+    with keras.StatelessScope(state_mapping=mapping):
+        scores = operator(model, x, targets)
+    if not is_tensor(scores) or scores.shape != (x.shape[0],):
+        raise OperatorShapeError(tuple(np.shape(scores)))
+    return jnp.sum(scores.astype(score_dtype(scores.dtype.name)))

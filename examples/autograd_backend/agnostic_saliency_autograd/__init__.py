@@ -1,0 +1,167 @@
+"""An agnostic-saliency backend for HIPS autograd: models written with ``autograd.numpy``.
+
+This package is the worked example of the "Adding a backend" guide. It lives
+outside the core package and is found only through its entry point::
+
+    [project.entry-points."agnostic_saliency.backends"]
+    autograd = "agnostic_saliency_autograd:AutogradBackend"
+
+Models are :class:`AutogradModel` objects: a function ``forward(params, x)`` written
+with ``autograd.numpy`` plus the NumPy arrays it uses. Detection claims them (and
+subclasses) by the module of their class, ``agnostic_saliency_autograd``. A plain
+function written with ``autograd.numpy`` works too, with ``backend="autograd"``.
+
+Gradients are ``autograd.grad`` of ``sum(output * targets)`` (or of the sum of an
+operator's scores) with respect to the inputs. When the score does not depend on
+the input, ``autograd.grad`` warns "Output seems independent of input." and
+returns zeros, which would look like a valid all-zero map; this backend checks the
+score first and returns ``None`` instead, so the frontend raises its "gradient is
+None" error. A gradient that is zero by the math (a saturated output) is returned
+as zeros, and the frontend warns about those samples.
+
+Importing this module does not import autograd: agnostic-saliency imports every
+installed plugin during detection, and detection must never import a framework.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from agnostic_saliency import messages
+from agnostic_saliency.backend import CallOptions, Operator
+
+__all__ = ["AutogradBackend", "AutogradModel"]
+
+
+class AutogradModel:
+    """A model for the autograd backend: ``forward(params, x)`` and its weights.
+
+    Parameters
+    ----------
+    forward
+        ``forward(params, x) -> outputs``, written with ``autograd.numpy``; ``x`` is a
+        batch (first axis) and ``outputs`` has shape ``(N,)`` or ``(N, n_outputs)``.
+    params
+        The weights, any nesting of NumPy arrays, passed to ``forward`` unchanged.
+
+    Examples
+    --------
+    >>> import autograd.numpy as anp
+    >>> model = AutogradModel(lambda w, x: anp.tanh(x @ w), np.ones((3, 2)))
+    >>> model(np.zeros((4, 3))).shape
+    (4, 2)
+    """
+
+    def __init__(self, forward: Callable[[Any, Any], Any], params: Any = None) -> None:
+        self.forward = forward
+        self.params = params
+
+    def __call__(self, x: Any) -> Any:
+        return self.forward(self.params, x)
+
+    def __repr__(self) -> str:
+        name = getattr(self.forward, "__qualname__", type(self.forward).__name__)
+        return f"AutogradModel(forward={name})"
+
+
+class AutogradBackend:
+    """Backend for :class:`AutogradModel` objects and ``autograd.numpy`` functions."""
+
+    name = "autograd"
+    modules = ("agnostic_saliency_autograd",)
+    priority = 0
+    channel_axis = -1
+
+    def can_handle(self, model: Any) -> bool:
+        # No import: this module is loaded already, or the model could not be an
+        # AutogradModel.
+        return isinstance(model, AutogradModel)
+
+    def to_numpy(self, array: Any) -> np.ndarray:
+        tracer = sys.modules.get("autograd.tracer")
+        if tracer is not None and tracer.isbox(array):
+            array = tracer.getval(array)
+        return np.asarray(array)
+
+    def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
+        # A copy: a forward that writes into its input must not reach the caller's array.
+        outputs = _forward(model, inputs.copy(), options)
+        return _outputs_to_numpy(outputs)
+
+    def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
+                 options: CallOptions) -> np.ndarray | None:
+        from autograd import grad
+
+        try:
+            gradient = grad(_scorer(model, targets, operator, options))(inputs)
+        except _Disconnected:
+            return None
+        # autograd may compute parts of the backward pass in float64 (mean, for one).
+        return np.asarray(gradient, dtype=inputs.dtype)
+
+
+class _Disconnected(Exception):
+    """The score was computed without the traced input."""
+
+
+def _scorer(model: Any, targets: Any, operator: Operator | None,
+            options: CallOptions) -> Callable[[Any], Any]:
+    """``score(x)``: the sum over the batch of the per-sample scores, in at least float32."""
+    import autograd.numpy as anp
+    from autograd.tracer import isbox
+
+    def score(x: Any) -> Any:
+        if operator is not None:
+            scores = operator(model, x, _operator_targets(targets, x.dtype))
+            if tuple(np.shape(scores)) != (len(x),):
+                raise ValueError(messages.operator_wrong_shape(tuple(np.shape(scores)), len(x)))
+            total = anp.sum(_upcast(scores))
+        else:
+            outputs = _forward(model, x, options)
+            if not (isbox(outputs) or isinstance(outputs, np.ndarray)):
+                raise TypeError(messages.output_not_tensor(messages.describe_output(outputs)))
+            if np.shape(outputs) != np.shape(targets):  # no silent broadcasting
+                raise ValueError(messages.output_wrong_shape(np.shape(outputs), len(x)))
+            total = anp.sum(_upcast(outputs) * targets)
+        if not isbox(total):
+            raise _Disconnected
+        return total
+
+    return score
+
+
+def _forward(model: Any, x: Any, options: CallOptions) -> Any:
+    try:
+        outputs = model(x)
+    except Exception as error:
+        raise ValueError(messages.model_failed(tuple(np.shape(x)), error)) from error
+    return options.output_selector(outputs) if options.output_selector else outputs
+
+
+def _upcast(values: Any) -> Any:
+    dtype = getattr(values, "dtype", None)
+    if dtype is not None and np.issubdtype(dtype, np.floating) and dtype.itemsize < 4:
+        return values.astype(np.float32)
+    return values
+
+
+def _operator_targets(targets: Any, dtype: np.dtype) -> Any:
+    """The user's targets for the operator: NumPy already; floats in the inputs' dtype."""
+    if targets is None:
+        return None
+    array = np.asarray(targets)
+    return array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array
+
+
+def _outputs_to_numpy(outputs: Any) -> Any:
+    if isinstance(outputs, Mapping):
+        return {key: _outputs_to_numpy(value) for key, value in outputs.items()}
+    if isinstance(outputs, (tuple, list)):
+        return tuple(_outputs_to_numpy(value) for value in outputs)
+    if isinstance(outputs, np.ndarray) or np.isscalar(outputs):
+        return np.asarray(outputs)
+    return outputs

@@ -19,7 +19,7 @@ MESSAGE_FUNCTIONS = [name for name, value in vars(messages).items()
 
 NEXT_STEP = re.compile(
     r"\b(pass|call|install|check|use|convert|replace|move|report|explain|add|pick|reinstall|"
-    r"uninstall|drop|save|resize|put|raise|register|rename|make)\b", re.IGNORECASE)
+    r"uninstall|drop|save|resize|put|raise|register|rename|make|set)\b", re.IGNORECASE)
 
 def _sample(annotation: str) -> object:
     if annotation.startswith("Mapping"):

@@ -383,3 +383,49 @@ def test_spearman_summary_skips_undefined_samples() -> None:
     row = compare({"a": a, "b": b}).rows[0]
     assert row.spearman == pytest.approx(0.5)
     assert np.isnan(compare({"a": a[1:], "b": b[1:]}).rows[0].spearman)
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow", "jax", "keras"])
+def test_framework_backends_offer_full_precision_that_restores_settings(framework: str) -> None:
+    module = pytest.importorskip(framework)
+    kind = module.backend.backend() if framework == "keras" else framework
+    backend = get_backend(framework)
+    reduced, full = _precision_values(kind)
+    original = _precision(kind)
+    _set_precision(kind, reduced)
+    try:
+        with backend.full_precision():  # type: ignore[attr-defined]
+            assert _precision(kind) == full
+        assert _precision(kind) == reduced
+    finally:
+        _set_precision(kind, original)
+
+
+def _precision_values(kind: str) -> tuple[Any, Any]:
+    """A reduced-precision setting, and the setting full_precision() must give."""
+    return {"torch": (("high", True), ("highest", False)), "tensorflow": (True, False),
+            "jax": ("bfloat16", "highest")}[kind]
+
+
+def _precision(kind: str) -> Any:
+    import sys
+
+    if kind == "torch":
+        torch = sys.modules["torch"]
+        return torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    if kind == "jax":
+        return sys.modules["jax"].config.jax_default_matmul_precision
+    return sys.modules["tensorflow"].config.experimental.tensor_float_32_execution_enabled()
+
+
+def _set_precision(kind: str, value: Any) -> None:
+    import sys
+
+    if kind == "torch":
+        torch = sys.modules["torch"]
+        torch.set_float32_matmul_precision(value[0])
+        torch.backends.cudnn.allow_tf32 = value[1]
+    elif kind == "jax":
+        sys.modules["jax"].config.update("jax_default_matmul_precision", value)
+    else:
+        sys.modules["tensorflow"].config.experimental.enable_tensor_float_32_execution(value)

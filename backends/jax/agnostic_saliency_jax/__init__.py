@@ -33,12 +33,14 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency_jax import _precision
 from agnostic_saliency_jax._compile import (
     CompiledCache,
     TraceCounter,
@@ -105,6 +107,10 @@ class JaxBackend:
             return True
         # jax.jit / custom_jvp / tree_util.Partial objects; their types live in jax/jaxlib.
         return callable(model) and type(model).__module__.split(".")[0] in _JAX_MODULES
+
+    def full_precision(self) -> AbstractContextManager[None]:
+        """Turn off reduced-precision (TF32) float32 math while comparing; restored after."""
+        return _precision.full_precision()
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return _to_numpy(array)

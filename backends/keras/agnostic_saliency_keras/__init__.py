@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from contextlib import AbstractContextManager
 from types import ModuleType
 from typing import Any
 
@@ -56,6 +57,12 @@ class KerasBackend:
     def can_handle(self, model: Any) -> bool:
         layer = getattr(sys.modules.get("keras"), "Layer", None)  # None before Keras 3
         return layer is not None and isinstance(model, layer)
+
+    def full_precision(self) -> AbstractContextManager[None]:
+        """Turn off reduced-precision (TF32) float32 math of Keras' current backend."""
+        import keras
+
+        return _framework_module(keras.backend.backend()).full_precision()  # type: ignore[no-any-return]
 
     def to_numpy(self, array: Any) -> np.ndarray:
         keras = sys.modules.get("keras")

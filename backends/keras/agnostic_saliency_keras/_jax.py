@@ -8,7 +8,8 @@ The gradient is taken with respect to the inputs only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -135,3 +136,12 @@ def _operator_total(model: Any, operator: Operator, x: jax.Array, trainable: lis
     if not is_tensor(scores) or scores.shape != (x.shape[0],):
         raise OperatorShapeError(tuple(np.shape(scores)))
     return jnp.sum(scores.astype(score_dtype(scores.dtype.name)))
+
+
+@contextmanager
+def full_precision() -> Iterator[None]:
+    """Matmuls and convolutions at ``highest`` precision."""
+    import jax
+
+    with jax.default_matmul_precision("highest"):
+        yield

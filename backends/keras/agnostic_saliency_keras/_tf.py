@@ -7,7 +7,8 @@ captured by reference, so weights changed after the first call are used.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -123,3 +124,15 @@ def _operator_scores(operator: Operator, model: Any, x: tf.Tensor,
         raise OperatorShapeError(tuple(shape))
     return tf.cast(scores, score_dtype(scores.dtype.name))
 
+
+@contextmanager
+def full_precision() -> Iterator[None]:
+    """TensorFloat-32 execution off; restored on exit."""
+    import tensorflow as tf
+
+    enabled = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    try:
+        yield
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(enabled)

@@ -7,7 +7,8 @@ are allowed; ``.backward()`` is never called, so parameters' ``.grad`` fields an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -110,3 +111,18 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     if tensor.dtype in (torch.float16, torch.bfloat16):
         tensor = tensor.float()
     return tensor.cpu().numpy()
+
+
+@contextmanager
+def full_precision() -> Iterator[None]:
+    """TF32 off in matmuls and cuDNN convolutions; restored on exit."""
+    import torch
+
+    matmul, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(matmul)
+        torch.backends.cudnn.allow_tf32 = cudnn

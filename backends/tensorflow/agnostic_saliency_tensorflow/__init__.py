@@ -21,12 +21,14 @@ import sys
 import warnings
 from collections import Counter
 from collections.abc import Hashable, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency_tensorflow import _precision
 from agnostic_saliency_tensorflow._cache import LRUCache, ObjectKey, object_key
 from agnostic_saliency_tensorflow._traced import (
     Compiled,
@@ -68,6 +70,10 @@ class TensorFlowBackend:
         if isinstance(model, tf.Module):
             return True
         return callable(model) and type(model).__module__.split(".")[0] == "tensorflow"
+
+    def full_precision(self) -> AbstractContextManager[None]:
+        """Turn off reduced-precision (TF32) float32 math while comparing; restored after."""
+        return _precision.full_precision()
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return _to_numpy(array)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Operator
-from agnostic_saliency_torch import _model_info
+from agnostic_saliency_torch import _model_info, _precision
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +38,10 @@ class TorchBackend:
     def can_handle(self, model: Any) -> bool:
         torch = sys.modules.get("torch")
         return torch is not None and isinstance(model, torch.nn.Module)
+
+    def full_precision(self) -> AbstractContextManager[None]:
+        """Turn off reduced-precision (TF32) float32 math while comparing; restored after."""
+        return _precision.full_precision()
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return _to_numpy(array)

@@ -29,8 +29,16 @@ class Saliency(GradientExplainer):
 
     Parameters
     ----------
-    model, backend, batch_size, operator, channel_axis, output_selector, allow_training_mode, strict
-        See :class:`agnostic_saliency.explainer.GradientExplainer`.
+    model
+        A model of any framework with an installed backend, or a function with ``backend=``.
+    backend
+        A registered backend name or a backend object; always wins over detection.
+    batch_size
+        Largest number of inputs sent to the model at once; results do not depend on it.
+    operator
+        ``operator(model, inputs, targets) -> scores (N,)`` in the model's framework.
+    channel_axis
+        Channel axis of image inputs; ``None`` takes the framework's convention.
     reducer
         Channel reduction of image maps: ``"max"`` (the paper's and Xplique's),
         ``"mean"``, ``"min"``, ``"sum"``, or ``None`` to keep the channels (Captum, PAIR).
@@ -40,6 +48,12 @@ class Saliency(GradientExplainer):
     preset
         ``"xplique"`` (the defaults), ``"captum"`` or ``"pair"``: that library's
         definitions; explicit arguments win.
+    output_selector
+        Picks one tensor out of a model output that is a tuple, dict or object.
+    allow_training_mode
+        Explain a model in training mode instead of refusing it.
+    strict
+        Raise instead of warning when a sample's map is identically zero.
 
     Examples
     --------

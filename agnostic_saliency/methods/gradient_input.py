@@ -23,14 +23,18 @@ class GradientInput(GradientExplainer):
 
     Parameters
     ----------
-    model, backend, batch_size, operator, channel_axis, output_selector, allow_training_mode, strict
-        See :class:`agnostic_saliency.explainer.GradientExplainer`.
+    model
+        A model of any framework with an installed backend, or a function with ``backend=``.
     reducer
         Channel reduction of image maps (Xplique ``"mean"``, Captum ``None``).
     absolute
         Return ``|x * gradient|`` instead of the signed product (neither library does).
     preset
         ``"xplique"`` (default) or ``"captum"``; PAIR has no Gradient x Input.
+    **options
+        ``backend``, ``batch_size``, ``operator``, ``channel_axis``, ``output_selector``,
+        ``allow_training_mode``, ``strict``: see
+        :class:`~agnostic_saliency.explainer.GradientExplainer`.
     """
 
     def __init__(self, model: Any, *, reducer: Any = DEFAULT, absolute: bool = DEFAULT,

@@ -69,9 +69,8 @@ class IntegratedGradients(PerturbationExplainer):
 
     Parameters
     ----------
-    model, backend, batch_size, operator, channel_axis, output_selector, allow_training_mode, strict
-        See :class:`agnostic_saliency.explainer.GradientExplainer`. ``batch_size`` bounds
-        the number of path points per model call.
+    model
+        A model of any framework with an installed backend, or a function with ``backend=``.
     steps
         Points on the path from the baseline to the input (Xplique and Captum 50, PAIR 25).
     baseline_value
@@ -85,6 +84,11 @@ class IntegratedGradients(PerturbationExplainer):
         Channel reduction of image maps (Xplique ``"mean"``; Captum, PAIR ``None``).
     preset
         ``"xplique"`` (default), ``"captum"`` or ``"pair"``.
+    **options
+        ``backend``, ``batch_size``, ``operator``, ``channel_axis``, ``output_selector``,
+        ``allow_training_mode``, ``strict``: see
+        :class:`~agnostic_saliency.explainer.GradientExplainer`. ``batch_size`` bounds the
+        number of path points per model call.
 
     Notes
     -----

@@ -100,10 +100,8 @@ class SmoothGrad(_NoisyExplainer):
 
     Parameters
     ----------
-    model, backend, batch_size, operator, channel_axis, output_selector, allow_training_mode, strict
-        See :class:`agnostic_saliency.explainer.GradientExplainer`. ``batch_size`` bounds
-        the number of noisy points per model call (``None``: the larger of the number
-        of inputs and 128), so memory does not grow with ``nb_samples``.
+    model
+        A model of any framework with an installed backend, or a function with ``backend=``.
     nb_samples
         Noisy copies per input (Xplique 50, Captum 5, PAIR 25).
     noise
@@ -122,6 +120,12 @@ class SmoothGrad(_NoisyExplainer):
         definition of that library; explicit arguments still win.
     seed
         Seed of the noise; ``None`` draws fresh noise on every call.
+    **options
+        ``backend``, ``batch_size``, ``operator``, ``channel_axis``, ``output_selector``,
+        ``allow_training_mode``, ``strict``: see
+        :class:`~agnostic_saliency.explainer.GradientExplainer`. ``batch_size`` bounds the
+        number of noisy points per model call (``None``: the larger of the number of
+        inputs and 128), so memory does not grow with ``nb_samples``.
     """
 
     def __init__(self, model: Any, *, nb_samples: int = DEFAULT, noise: float = DEFAULT,
@@ -155,6 +159,25 @@ class SquareGrad(SmoothGrad):
     """SquareGrad (Hooker et al. 2019): the mean squared gradient over noisy copies.
 
     The parameters are :class:`SmoothGrad`'s, with ``average="square"`` fixed.
+
+    Parameters
+    ----------
+    model
+        A model of any framework with an installed backend, or a function with ``backend=``.
+    nb_samples
+        Noisy copies per input (Xplique 50, Captum 5, PAIR 25).
+    noise
+        Standard deviation of the Gaussian noise (Xplique 0.2, Captum 1.0, PAIR 0.15).
+    noise_scale
+        ``"absolute"`` or ``"relative"``, as :class:`SmoothGrad`.
+    reducer
+        Channel reduction of image maps (Xplique ``"mean"``; Captum, PAIR ``None``).
+    preset
+        ``"xplique"`` (default), ``"captum"`` or ``"pair"``.
+    seed
+        Seed of the noise; ``None`` draws fresh noise on every call.
+    **options
+        As :class:`SmoothGrad`.
     """
 
     def __init__(self, model: Any, *, nb_samples: int = DEFAULT, noise: float = DEFAULT,
@@ -169,14 +192,31 @@ class VarGrad(_NoisyExplainer):
 
     Parameters
     ----------
-    nb_samples, noise, noise_scale, reducer, preset, seed
-        As :class:`SmoothGrad` (PAIR has no VarGrad: ``preset="pair"`` is refused).
+    model
+        A model of any framework with an installed backend, or a function with ``backend=``.
+    nb_samples
+        Noisy copies per input (Xplique 50, Captum 5); at least ``ddof + 1``.
+    noise
+        Standard deviation of the Gaussian noise (Xplique 0.2, Captum 1.0).
+    noise_scale
+        ``"absolute"`` or ``"relative"``, as :class:`SmoothGrad`.
     variance_of
         ``"gradient"`` (Xplique) or ``"absolute"``: the variance of ``|gradient|``
         (Captum's ``NoiseTunnel`` over its default ``Saliency``).
     ddof
         Delta degrees of freedom: 1 for the unbiased variance (Xplique), 0 for the
         population variance (Captum).
+    reducer
+        Channel reduction of image maps (Xplique ``"mean"``; Captum ``None``).
+    preset
+        ``"xplique"`` (default) or ``"captum"``; PAIR has no VarGrad, so ``"pair"`` is
+        refused.
+    seed
+        Seed of the noise; ``None`` draws fresh noise on every call.
+    **options
+        ``backend``, ``batch_size``, ``operator``, ``channel_axis``, ``output_selector``,
+        ``allow_training_mode``, ``strict``: see
+        :class:`~agnostic_saliency.explainer.GradientExplainer`.
     """
 
     def __init__(self, model: Any, *, nb_samples: int = DEFAULT, noise: float = DEFAULT,

@@ -6,10 +6,13 @@ the reference backend stays usable without pytest.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agnostic_saliency.testing.models import ModelSpec, make_spec
 from agnostic_saliency.testing.reference import NumpyModel, ReferenceBackend
+
+if TYPE_CHECKING:
+    from agnostic_saliency.testing.conformance import BackendConformanceTests
 
 __all__ = ["BackendConformanceTests", "ModelSpec", "NumpyModel", "ReferenceBackend", "make_spec"]
 

@@ -61,7 +61,11 @@ def _load_torch(location: Path) -> Any:
     import torch
 
     if location.suffix.lower() == ".pt2":
-        return torch.export.load(str(location)).module()
+        # An exported graph is frozen: its modules' training flags change nothing.
+        module = torch.export.load(str(location)).module()
+        for submodule in module.modules():
+            submodule.training = False
+        return module
     try:
         return torch.jit.load(str(location), map_location="cpu").eval()
     except RuntimeError as error:
@@ -75,10 +79,9 @@ def _load_saved_model(location: Path) -> tuple[Any, str | None]:
     loaded = tf.saved_model.load(str(location))
     if callable(loaded):
         return loaded, "tensorflow"
-    signature = loaded.signatures["serving_default"]
-
     def serve(x: Any) -> Any:
-        outputs = signature(x)
+        # ``loaded`` must stay referenced: its variables die with it.
+        outputs = loaded.signatures["serving_default"](x)
         return next(iter(outputs.values())) if len(outputs) == 1 else outputs
 
     return serve, "tensorflow"
@@ -166,7 +169,8 @@ def _stream(explainer: Any, inputs: np.ndarray, targets: Any, out: Path, batch_s
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         batch_targets = targets[start:stop] if isinstance(targets, np.ndarray) else targets
-        part = explainer.explain(np.asarray(inputs[start:stop]), batch_targets)
+        part, _ = explainer.explain_with_targets(np.asarray(inputs[start:stop]), batch_targets,
+                                                 sample_offset=start)
         if maps is None:
             maps = np.lib.format.open_memmap(out, mode="w+", dtype=part.dtype,
                                              shape=(n, *part.shape[1:]))

@@ -111,11 +111,13 @@ class GradientExplainer:
         """
         return self.explain_with_targets(inputs, targets)[0]
 
-    def explain_with_targets(self, inputs: Any, targets: Any = None
+    def explain_with_targets(self, inputs: Any, targets: Any = None, *, sample_offset: int = 0
                              ) -> tuple[np.ndarray, np.ndarray | None]:
         """Like :meth:`explain`, and also return the class index explained per sample.
 
         The second item is ``None`` for 2-D weight targets and with an operator.
+        ``sample_offset`` is the index of ``inputs[0]`` in a larger data set explained
+        in pieces: seeded noise then continues as if the whole set were explained at once.
         """
         x = as_input_array(inputs, self.backend)
         axis = self._channel_axis(x)
@@ -123,6 +125,7 @@ class GradientExplainer:
             run = _Run(self, x, axis, plan=self._plan(x, targets))
         else:
             run = _Run(self, x, axis, raw_targets=self._operator_targets(x, targets))
+        run.state["sample_offset"] = sample_offset
         maps = np.empty(self._map_shape(x, axis), dtype=_output_dtype(x.dtype))
         for rows in _chunks(len(x), self._samples_per_chunk(len(x))):
             attributions = self._attribute(run, rows)

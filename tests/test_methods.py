@@ -252,3 +252,12 @@ def test_unavailable_presets_are_refused(method: Any, preset: str, match: str) -
 def test_bad_definitions_are_refused(method: Any, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         method(_setup()[0], **kwargs)
+
+
+def test_sample_offset_continues_the_noise_of_a_larger_set() -> None:
+    model, x = _setup(n=5)
+    explainer = SmoothGrad(model, nb_samples=3, seed=8)
+    whole = explainer.explain(x, 1)
+    pieces = [explainer.explain_with_targets(x[start:start + 2], 1, sample_offset=start)[0]
+              for start in range(0, 5, 2)]
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)

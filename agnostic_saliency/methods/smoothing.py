@@ -77,7 +77,8 @@ class _NoisyExplainer(PerturbationExplainer):
     def _noisy_copies(self, run: _Run, index: int, sample: np.ndarray, size: int) -> np.ndarray:
         generators = run.state["generators"]
         if index not in generators:
-            generators[index] = np.random.default_rng([run.state["entropy"], index])
+            stream = index + run.state["sample_offset"]
+            generators[index] = np.random.default_rng([run.state["entropy"], stream])
         sigma = self.noise
         if self.noise_scale == "relative":
             sigma *= float(sample.max()) - float(sample.min())

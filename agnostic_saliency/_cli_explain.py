@@ -67,7 +67,7 @@ def _load_torch(location: Path) -> Any:
             submodule.training = False
         return module
     try:
-        return torch.jit.load(str(location), map_location="cpu").eval()
+        return torch.jit.load(str(location), map_location="cpu").eval()  # type: ignore[no-untyped-call]
     except RuntimeError as error:
         raise ValueError(f"{location} is not a TorchScript file ({_first_line(error)}); save "
                          "with torch.jit.save, or torch.export.save as .pt2") from None
@@ -200,4 +200,4 @@ def _write_pngs(maps: np.ndarray, inputs: np.ndarray, folder: Path, channel_axis
         figure = plot_attributions(maps[index:index + 1],
                                    image[None] if image.ndim == 3 else None,
                                    channel_axis=channel_axis)
-        save(figure, folder / f"{index:05d}.png")
+        save(figure, folder / f"{index:05d}.png")  # type: ignore[arg-type]

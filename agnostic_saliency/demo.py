@@ -137,5 +137,6 @@ def _report(result: DemoResult, out: str | Path | None, echo: Any) -> None:
         from agnostic_saliency.plots import plot_comparison, save
 
         shown = {name: maps[:_SHOWN] for name, maps in result.maps.items()}
-        save(plot_comparison(shown, result.images[:_SHOWN, ..., 0], colorbar=False), out)
+        figure = plot_comparison(shown, result.images[:_SHOWN, ..., 0], colorbar=False)
+        save(figure, out)  # type: ignore[arg-type]
         echo(f"\nwrote {out}")

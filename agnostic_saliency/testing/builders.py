@@ -32,7 +32,8 @@ def build_torch(spec: ModelSpec) -> Any:
     layers: list[Any] = []
     for layer in spec.layers:
         if isinstance(layer, Dense):
-            linear = torch.nn.Linear(*layer.weight.shape, dtype=_torch_dtype(layer.weight))
+            fan_in, fan_out = layer.weight.shape
+            linear = torch.nn.Linear(fan_in, fan_out, dtype=_torch_dtype(layer.weight))
             _assign(linear, layer.weight.T, layer.bias)
             layers.append(linear)
         elif isinstance(layer, Conv2D):

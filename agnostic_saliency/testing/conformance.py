@@ -30,7 +30,7 @@ import pytest
 
 from agnostic_saliency import Saliency, get_backend, list_backends
 from agnostic_saliency.backend import Backend, CallOptions
-from agnostic_saliency.testing.models import Layout, ModelSpec, make_spec
+from agnostic_saliency.testing.models import Dense, Layout, ModelSpec, make_spec
 from agnostic_saliency.testing.reference import NumpyModel
 
 __all__ = ["BackendConformanceTests"]
@@ -141,14 +141,14 @@ class BackendConformanceTests:
         spec = self.spec("linear_vector")
         x, targets = self.inputs(spec), np.array([0, 1, 2, 3, 1])
         maps = self.saliency(self.model(spec)).explain(x, targets)
-        weight = spec.layers[0].weight
+        weight = spec.dense(0).weight
         self.assert_close(maps, np.abs(weight[:, targets].T))
 
     def test_linear_image_map_is_channel_max_of_weights(self) -> None:
         spec = self.spec("linear_image")
         x, targets = self.inputs(spec), np.array([3, 0, 1, 2, 3])
         maps = self.saliency(self.model(spec)).explain(x, targets)
-        canonical = make_spec("linear_image").layers[1].weight.reshape(6, 5, 3, -1)
+        canonical = make_spec("linear_image").dense(1).weight.reshape(6, 5, 3, -1)
         expected = np.abs(canonical[..., targets]).max(axis=2).transpose(2, 0, 1)
         assert maps.shape == (5, 6, 5)
         self.assert_close(maps, expected)
@@ -157,7 +157,7 @@ class BackendConformanceTests:
         spec = self.spec("linear_image")
         x, targets = self.inputs(spec), np.array([3, 0, 1, 2, 3])
         maps = self.saliency(self.model(spec), reducer=None).explain(x, targets)
-        canonical = make_spec("linear_image").layers[1].weight.reshape(6, 5, 3, -1)
+        canonical = make_spec("linear_image").dense(1).weight.reshape(6, 5, 3, -1)
         expected = self.to_layout(np.abs(canonical[..., targets]).transpose(3, 0, 1, 2))
         assert maps.shape == x.shape
         self.assert_close(maps, expected)
@@ -232,10 +232,10 @@ class BackendConformanceTests:
 
     def test_ignored_inputs_get_exactly_zero_for_every_target(self) -> None:
         spec = self.spec("mlp")
-        first = spec.layers[0]
-        weight = first.weight.copy()  # type: ignore[union-attr]
+        first = spec.dense(0)
+        weight = first.weight.copy()
         weight[[1, 4]] = 0.0
-        spec = replace(spec, layers=(type(first)(weight, first.bias), *spec.layers[1:]))
+        spec = replace(spec, layers=(Dense(weight, first.bias), *spec.layers[1:]))
         explainer, x = self.saliency(self.model(spec)), self.inputs(spec)
         for target in range(spec.n_outputs):
             maps = explainer.explain(x, target)
@@ -300,14 +300,14 @@ class BackendConformanceTests:
     def test_regression_model_needs_no_target(self) -> None:
         spec = self.spec("regression")
         maps = self.saliency(self.model(spec)).explain(self.inputs(spec))
-        expected = np.abs(np.broadcast_to(spec.layers[0].weight[:, 0], (5, 5)))
+        expected = np.abs(np.broadcast_to(spec.dense(0).weight[:, 0], (5, 5)))
         self.assert_close(maps, expected)
 
     def test_different_targets_give_their_own_weights(self) -> None:
         spec = self.spec("linear_vector")
         explainer, x = self.saliency(self.model(spec)), self.inputs(spec)
         first, second = explainer.explain(x, 0), explainer.explain(x, 1)
-        weight = spec.layers[0].weight
+        weight = spec.dense(0).weight
         self.assert_close(first, np.broadcast_to(np.abs(weight[:, 0]), first.shape))
         self.assert_close(second, np.broadcast_to(np.abs(weight[:, 1]), second.shape))
         assert not np.allclose(first, second)

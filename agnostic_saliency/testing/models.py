@@ -19,6 +19,7 @@ Conventions every factory follows:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -95,6 +96,13 @@ class ModelSpec:
             return (channels, height, width)
         return self.canonical_shape
 
+    def dense(self, index: int) -> Dense:
+        """The layer at ``index``, which must be a :class:`Dense` layer."""
+        layer = self.layers[index]
+        if not isinstance(layer, Dense):
+            raise TypeError(f"layer {index} of {self.name!r} is {type(layer).__name__}, not Dense")
+        return layer
+
     @property
     def n_outputs(self) -> int:
         last = [layer for layer in self.layers if isinstance(layer, Dense)][-1]
@@ -155,7 +163,8 @@ def save_spec(spec: ModelSpec, path: str, **extra: np.ndarray) -> None:
     for index, layer in enumerate(spec.layers):
         for key, value in vars(layer).items():
             arrays[f"layer{index}_{key}"] = value
-    np.savez_compressed(path, **arrays, **{f"extra_{key}": v for key, v in extra.items()})
+    arrays.update({f"extra_{key}": value for key, value in extra.items()})
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
 
 
 def load_spec(path: Any) -> tuple[ModelSpec, dict[str, np.ndarray]]:
@@ -164,7 +173,7 @@ def load_spec(path: Any) -> tuple[ModelSpec, dict[str, np.ndarray]]:
         layers = []
         for index, kind in enumerate(data["layers"]):
             cls = _LAYER_TYPES[str(kind)]
-            fields = [data[f"layer{index}_{key}"] for key in cls.__dataclass_fields__]
+            fields = [data[f"layer{index}_{field.name}"] for field in dataclasses.fields(cls)]
             layers.append(cls(*fields))
         spec = ModelSpec(str(data["name"]), tuple(layers),
                          tuple(int(v) for v in data["canonical_shape"]))

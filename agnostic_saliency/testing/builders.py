@@ -22,7 +22,14 @@ from agnostic_saliency.testing.models import (
     Tanh,
 )
 
-__all__ = ["BUILDERS", "build_jax_function", "build_keras", "build_tensorflow", "build_torch"]
+__all__ = [
+    "BUILDERS",
+    "build_jax_function",
+    "build_keras",
+    "build_tensorflow",
+    "build_tensorflow_function",
+    "build_torch",
+]
 
 
 def build_torch(spec: ModelSpec) -> Any:
@@ -64,30 +71,42 @@ def _assign(module: Any, weight: np.ndarray, bias: np.ndarray) -> None:
         module.bias.copy_(torch.from_numpy(np.ascontiguousarray(bias)))
 
 
-def build_keras(spec: ModelSpec) -> Any:
-    """``spec`` as a ``keras.Sequential`` (channels-last), on Keras' current backend."""
+def build_keras(spec: ModelSpec, dropout: float | None = None) -> Any:
+    """``spec`` as a channels-last ``keras.Sequential`` in the weights' dtype.
+
+    Parameters
+    ----------
+    spec
+        A zoo model for the ``"channels_last"`` layout.
+    dropout
+        Rate of a ``Dropout`` layer put after every ``tanh``; ``None`` for none. At
+        ``training=False`` it is the identity, so the function is unchanged.
+    """
     import keras
 
-    dtype = str(spec.layers[-1].weight.dtype)  # type: ignore[union-attr]
-    layers: list[Any] = [keras.Input(spec.input_shape, dtype=dtype)]
-    weights: list[tuple[int, list[np.ndarray]]] = []
+    dtype = next(str(layer.bias.dtype) for layer in spec.layers
+                 if isinstance(layer, (Dense, Conv2D)))
+    model = keras.Sequential([keras.Input(spec.input_shape, dtype=dtype)])
     for layer in spec.layers:
         if isinstance(layer, Dense):
-            weights.append((len(layers), [layer.weight, layer.bias]))
-            layers.append(keras.layers.Dense(layer.weight.shape[1], dtype=dtype))
+            dense = keras.layers.Dense(layer.weight.shape[1], dtype=dtype)
+            model.add(dense)
+            dense.set_weights([layer.weight, layer.bias])
         elif isinstance(layer, Conv2D):
-            weights.append((len(layers), [layer.kernel, layer.bias]))
-            layers.append(keras.layers.Conv2D(layer.kernel.shape[3], layer.kernel.shape[:2],
-                                              padding="valid", dtype=dtype))
+            kh, kw, _, cout = layer.kernel.shape
+            conv = keras.layers.Conv2D(cout, (kh, kw), padding="valid",
+                                       data_format="channels_last", dtype=dtype)
+            model.add(conv)
+            conv.set_weights([layer.kernel, layer.bias])
         elif isinstance(layer, Tanh):
-            layers.append(keras.layers.Activation("tanh", dtype=dtype))
+            model.add(keras.layers.Activation("tanh", dtype=dtype))
+            if dropout is not None:
+                model.add(keras.layers.Dropout(dropout, dtype=dtype))
         elif isinstance(layer, Flatten):
-            layers.append(keras.layers.Flatten(dtype=dtype))
+            model.add(keras.layers.Flatten(dtype=dtype))
         elif isinstance(layer, GlobalAveragePool):
-            layers.append(keras.layers.GlobalAveragePooling2D(dtype=dtype))
-    model = keras.Sequential(layers)
-    for index, values in weights:
-        model.layers[index - 1].set_weights(values)
+            model.add(keras.layers.GlobalAveragePooling2D(data_format="channels_last",
+                                                          dtype=dtype))
     return model
 
 
@@ -95,30 +114,48 @@ def build_tensorflow(spec: ModelSpec) -> Any:
     """``spec`` as a ``tf.Module`` holding ``tf.Variable`` weights (channels-last)."""
     import tensorflow as tf
 
-    class SpecModule(tf.Module):  # type: ignore[misc]
+    class ZooModule(tf.Module):  # type: ignore[misc]
         def __init__(self) -> None:
-            super().__init__(name=spec.name)
-            self.params = [[tf.Variable(value) for value in vars(layer).values()]
-                           for layer in spec.layers]
+            super().__init__(name=f"zoo_{spec.name}")
+            self.weights = [_tf_weights(layer, tf.Variable) for layer in spec.layers]
 
         def __call__(self, x: Any) -> Any:
-            for layer, params in zip(spec.layers, self.params, strict=True):
-                x = _tf_layer(tf, layer, params, x)
-            return x
+            return _tf_forward(spec, self.weights, x)
 
-    return SpecModule()
+    return ZooModule()
 
 
-def _tf_layer(tf: Any, layer: object, params: list[Any], x: Any) -> Any:
+def build_tensorflow_function(spec: ModelSpec) -> Callable[[Any], Any]:
+    """``spec`` as a plain Python function of TensorFlow ops over constant weights."""
+    import tensorflow as tf
+
+    weights = [_tf_weights(layer, tf.constant) for layer in spec.layers]
+    return lambda x: _tf_forward(spec, weights, x)
+
+
+def _tf_weights(layer: object, make: Callable[[np.ndarray], Any]) -> tuple[Any, ...]:
     if isinstance(layer, Dense):
-        return tf.matmul(x, params[0]) + params[1]
+        return (make(layer.weight), make(layer.bias))
     if isinstance(layer, Conv2D):
-        return tf.nn.conv2d(x, params[0], strides=1, padding="VALID") + params[1]
-    if isinstance(layer, Tanh):
-        return tf.tanh(x)
-    if isinstance(layer, Flatten):
-        return tf.reshape(x, (tf.shape(x)[0], -1))
-    return tf.reduce_mean(x, axis=(1, 2))
+        return (make(layer.kernel), make(layer.bias))  # already (kh, kw, in, out)
+    return ()
+
+
+def _tf_forward(spec: ModelSpec, weights: list[tuple[Any, ...]], x: Any) -> Any:
+    import tensorflow as tf
+
+    for layer, values in zip(spec.layers, weights, strict=True):
+        if isinstance(layer, Dense):
+            x = tf.matmul(x, values[0]) + values[1]
+        elif isinstance(layer, Conv2D):
+            x = tf.nn.conv2d(x, values[0], strides=1, padding="VALID") + values[1]
+        elif isinstance(layer, Tanh):
+            x = tf.tanh(x)
+        elif isinstance(layer, Flatten):
+            x = tf.reshape(x, (tf.shape(x)[0], -1))
+        else:
+            x = tf.reduce_mean(x, axis=(1, 2))
+    return x
 
 
 def build_jax_function(spec: ModelSpec) -> Callable[[Any], Any]:

@@ -11,7 +11,6 @@ import gc
 import threading
 import warnings
 import weakref
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,12 +21,7 @@ from agnostic_saliency import Saliency, SaliencyWarning, get_backend, messages
 from agnostic_saliency.backend import CallOptions
 from agnostic_saliency.testing import BackendConformanceTests, ModelSpec, NumpyModel
 from agnostic_saliency.testing.models import (
-    Conv2D,
     Dense,
-    Flatten,
-    GlobalAveragePool,
-    Layer,
-    Tanh,
     make_spec,
 )
 
@@ -36,60 +30,12 @@ tf = pytest.importorskip("tensorflow")
 from agnostic_saliency_tensorflow import TensorFlowBackend, trace_count  # noqa: E402
 from agnostic_saliency_tensorflow._cache import LRUCache, ObjectKey  # noqa: E402
 
-# --- model factories --------------------------------------------------------------------
+from agnostic_saliency.testing.builders import (  # noqa: E402
+    build_tensorflow,
+    build_tensorflow_function,
+)
 
-
-def _weights(layer: Layer, make: Callable[[np.ndarray], Any]) -> tuple[Any, ...]:
-    if isinstance(layer, Dense):
-        return (make(layer.weight), make(layer.bias))
-    if isinstance(layer, Conv2D):
-        return (make(layer.kernel), make(layer.bias))  # already (kh, kw, in, out)
-    return ()
-
-
-def _apply(layer: Layer, weights: tuple[Any, ...], x: Any) -> Any:
-    if isinstance(layer, Dense):
-        return tf.matmul(x, weights[0]) + weights[1]
-    if isinstance(layer, Conv2D):
-        return tf.nn.conv2d(x, weights[0], strides=1, padding="VALID") + weights[1]
-    if isinstance(layer, Tanh):
-        return tf.tanh(x)
-    if isinstance(layer, Flatten):
-        return tf.reshape(x, (tf.shape(x)[0], -1))
-    if isinstance(layer, GlobalAveragePool):
-        return tf.reduce_mean(x, axis=(1, 2))
-    raise TypeError(f"unknown layer {layer!r}")
-
-
-class ZooModule(tf.Module):
-    """A zoo spec as a ``tf.Module`` with ``tf.Variable`` weights (channels-last)."""
-
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__(name=f"zoo_{spec.name}")
-        self._layers = spec.layers
-        self.weights = [_weights(layer, tf.Variable) for layer in spec.layers]
-
-    def __call__(self, x: Any) -> Any:
-        for layer, weights in zip(self._layers, self.weights, strict=True):
-            x = _apply(layer, weights, x)
-        return x
-
-
-def build_tensorflow_model(spec: ModelSpec) -> ZooModule:
-    """``spec`` as a ``tf.Module`` in the weights' dtype."""
-    return ZooModule(spec)
-
-
-def build_tensorflow_function(spec: ModelSpec) -> Callable[[Any], Any]:
-    """``spec`` as a plain Python function of TensorFlow ops over constant weights."""
-    weights = [_weights(layer, tf.constant) for layer in spec.layers]
-
-    def model(x: Any) -> Any:
-        for layer, layer_weights in zip(spec.layers, weights, strict=True):
-            x = _apply(layer, layer_weights, x)
-        return x
-
-    return model
+build_tensorflow_model = build_tensorflow
 
 
 # --- the conformance suite --------------------------------------------------------------

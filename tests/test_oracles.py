@@ -1,4 +1,4 @@
-"""Our presets reproduce Captum (PyTorch) and Xplique (TensorFlow/Keras) on the same models.
+"""Our presets reproduce Captum (PyTorch), Xplique (TensorFlow/Keras) and PAIR on the same models.
 
 Noise-based methods are compared with the same noise: the libraries' Gaussian draws
 are replaced, for the duration of a test, by ours (``default_rng([seed, sample])``,
@@ -162,3 +162,57 @@ def test_gradient_statistics_match_xplique_with_the_same_noise(
     expected = _xplique(getattr(attributions, name)(model, nb_samples=8, noise=0.2), x)
     ours = method(model, nb_samples=8, seed=SEED).explain(x, TARGETS)
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6)
+
+
+# --- PAIR (the `saliency` package) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair_case() -> tuple[Any, Any, np.ndarray]:
+    core = pytest.importorskip("saliency.core")
+    from agnostic_saliency.testing import NumpyModel
+
+    model = NumpyModel(make_spec("cnn", dtype=np.float64))
+    return core, model, _inputs().astype(np.float64)
+
+
+def _call_model(model: Any, target: int) -> Any:
+    """PAIR's call_model_function: input gradients of output ``target`` from our reference."""
+
+    def call(batch: np.ndarray, call_model_args: Any = None, expected_keys: Any = None) -> Any:
+        from saliency.core import INPUT_OUTPUT_GRADIENTS
+
+        weights = np.zeros((len(batch), 3))
+        weights[:, target] = 1
+        return {INPUT_OUTPUT_GRADIENTS: model.input_gradient(np.asarray(batch), weights)}
+
+    return call
+
+
+def test_saliency_matches_pair(pair_case: tuple[Any, Any, np.ndarray]) -> None:
+    core, model, x = pair_case
+    expected = np.stack([core.GradientSaliency().GetMask(sample, _call_model(model, int(t)))
+                         for sample, t in zip(x, TARGETS, strict=True)])
+    np.testing.assert_allclose(Saliency(model, preset="pair").explain(x, TARGETS), expected,
+                               rtol=1e-10)
+
+
+def test_integrated_gradients_matches_pair(pair_case: tuple[Any, Any, np.ndarray]) -> None:
+    core, model, x = pair_case
+    expected = np.stack([core.IntegratedGradients().GetMask(sample, _call_model(model, int(t)))
+                         for sample, t in zip(x, TARGETS, strict=True)])
+    ours = IntegratedGradients(model, preset="pair").explain(x, TARGETS)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_smoothgrad_matches_pair_with_the_same_noise(
+        pair_case: tuple[Any, Any, np.ndarray], monkeypatch: pytest.MonkeyPatch) -> None:
+    core, model, x = pair_case
+    draws = iter(_noise(25, channels_first=False))
+    monkeypatch.setattr(core.base.np.random, "normal",
+                        lambda mean, stdev, shape: stdev * next(draws))
+    expected = np.stack([core.GradientSaliency().GetSmoothedMask(
+        sample, _call_model(model, int(t))) for sample, t in zip(x, TARGETS, strict=True)])
+    monkeypatch.undo()
+    ours = SmoothGrad(model, preset="pair", seed=SEED).explain(x, TARGETS)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-9)

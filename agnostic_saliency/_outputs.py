@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
 import numpy as np
 
 from agnostic_saliency import messages
+from agnostic_saliency._inputs import SMALL
 from agnostic_saliency._targets import OutputSpec
 
 __all__ = ["check_gradient", "output_spec"]
@@ -42,12 +44,26 @@ def _looks_like_probabilities(outputs: np.ndarray, spec: OutputSpec) -> bool:
 
 
 def check_gradient(
-    gradient: Any, shape: tuple[int, ...], backend: str, samples: np.ndarray
-) -> np.ndarray:
-    """Return the backend's gradient after checking it is a finite float array of ``shape``.
+    gradient: Any, shape: tuple[int, ...], backend: str, samples: np.ndarray | slice,
+    absolute: bool = False,
+) -> tuple[np.ndarray, np.ndarray | bool]:
+    """Check that the backend's gradient is a finite float array of ``shape``.
 
     ``samples`` gives, for each row of the gradient, the index of the input sample it
-    belongs to; messages name those.
+    belongs to (an array, or a slice of consecutive samples); messages name those.
+    One pass over the gradient checks every value and finds the rows that are not
+    identically zero: the largest absolute value of each row (NaN and Inf
+    propagate), or, for large signed gradients, the sum of squares of each row (a
+    BLAS product, without the temporary array of absolute values).
+
+    Returns
+    -------
+    gradient : numpy.ndarray
+        The gradient, unchanged; with ``absolute=True`` a new array of its absolute
+        values (the check needs them, so the caller does not compute them again).
+    nonzero : numpy.ndarray or True
+        Boolean, one entry per row: whether the row has a non-zero value; ``True``
+        when every row has.
 
     Raises
     ------
@@ -61,12 +77,64 @@ def check_gradient(
     if not isinstance(gradient, np.ndarray) or gradient.shape != shape:
         raise RuntimeError(messages.gradient_wrong_shape(
             backend, getattr(gradient, "shape", type(gradient).__name__), shape))
-    if not np.issubdtype(gradient.dtype, np.floating):
+    if gradient.dtype.kind != "f" and not np.issubdtype(gradient.dtype, np.floating):
         raise RuntimeError(messages.gradient_not_float(backend, gradient.dtype))
-    if not np.isfinite(gradient.sum()):
-        flat = gradient.reshape(len(gradient), -1)
-        bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+    if absolute or gradient.size <= SMALL:
+        magnitude = np.abs(gradient)
+        rows = _rows(magnitude)
+        peaks = np.maximum.reduce(rows, axis=1) if rows.shape[1] else np.zeros(len(rows))
+        return (magnitude if absolute else gradient), _nonzero_rows(peaks, samples)
+    rows = _rows(gradient)
+    squares = _row_squares(rows)
+    if squares.size and 0 < np.minimum.reduce(squares) and np.maximum.reduce(squares) < np.inf:
+        return gradient, True  # every row finite (a NaN fails both tests) and non-zero
+    if not np.isfinite(squares).all():  # a NaN or Inf, or squares beyond the dtype's range
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
         if bad.size:
-            named = np.unique(samples[bad]).tolist()
-            raise FloatingPointError(messages.gradient_not_finite(named))
-    return gradient
+            _raise_not_finite(bad, samples)
+    nonzero = squares > 0
+    if not nonzero.all():  # squares of tiny values round to 0: look at those rows exactly
+        zero = np.flatnonzero(~nonzero)
+        nonzero[zero] = rows[zero].any(axis=1)
+    return gradient, nonzero
+
+
+def _nonzero_rows(peaks: np.ndarray, samples: np.ndarray | slice) -> np.ndarray | bool:
+    """Rows whose largest absolute value is not 0 (``True``: all); raise for NaN or Inf."""
+    if len(peaks) <= 512:  # Python compares a few numbers faster than NumPy calls do
+        values = peaks.tolist()
+        if math.isfinite(sum(values)) and min(values, default=1) > 0:  # NaN: the sum is NaN
+            return True
+    elif 0 < np.minimum.reduce(peaks) and np.maximum.reduce(peaks) < np.inf:  # False for NaN
+        return True
+    finite = np.isfinite(peaks)
+    if not finite.all():
+        _raise_not_finite(np.flatnonzero(~finite), samples)
+    return peaks > 0
+
+
+def _raise_not_finite(bad: np.ndarray, samples: np.ndarray | slice) -> None:
+    ids = np.arange(samples.stop)[samples] if isinstance(samples, slice) else samples
+    raise FloatingPointError(messages.gradient_not_finite(np.unique(ids[bad]).tolist()))
+
+
+def _rows(array: np.ndarray) -> np.ndarray:
+    """``array`` as ``(N, -1)``, a view when the per-row layout allows (channels-last too).
+
+    Only per-row sums are taken, so the order of the values inside a row is free.
+    """
+    n = len(array)
+    if array.flags.c_contiguous:
+        return array.reshape(n, -1)
+    if array.ndim > 2:
+        order = sorted(range(1, array.ndim), key=lambda axis: -abs(array.strides[axis]))
+        view = array.transpose(0, *order)
+        if view.flags.c_contiguous:
+            array = view
+    return array.reshape(n, -1)
+
+
+def _row_squares(rows: np.ndarray) -> np.ndarray:
+    """Sum of squares of each row: a batched dot product (BLAS), no temporary array."""
+    with np.errstate(all="ignore"):
+        return np.matmul(rows[:, None, :], rows[:, :, None]).reshape(len(rows))

@@ -8,6 +8,7 @@ model's outputs, of the output's shape, so the score of a sample is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -23,19 +24,35 @@ class OutputSpec:
 
     sample_shape: tuple[int, ...]
 
-    @property
+    @cached_property
     def n_outputs(self) -> int:
         return self.sample_shape[0] if self.sample_shape else 1
 
-    @property
+    @cached_property
     def single(self) -> bool:
         """One output per sample (a regression model): no target is needed."""
         return self.n_outputs == 1
 
+    def one_hot(self, indices: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """Rows of weights selecting ``indices``: a new ``(len(indices), n_outputs)`` array.
 
-@dataclass(frozen=True)
+        Up to 256 outputs the rows are taken from an identity matrix kept per dtype
+        (one NumPy call instead of three).
+        """
+        if self.n_outputs <= 256:
+            identities = self.__dict__.setdefault("_identities", {})
+            identity = identities.get(dtype)
+            if identity is None:
+                identity = identities.setdefault(dtype, np.eye(self.n_outputs, dtype=dtype))
+            return identity[indices]
+        weights = np.zeros((len(indices), self.n_outputs), dtype=dtype)
+        weights[np.arange(len(indices)), indices] = 1
+        return weights
+
+
+@dataclass(slots=True)
 class TargetPlan:
-    """Targets resolved for ``n`` samples.
+    """Targets resolved for ``n`` samples (not frozen: made on every call, and that is slower).
 
     Exactly one of ``indices`` (one class per sample) and ``weights`` (a weight
     per output) describes the targets.
@@ -45,16 +62,17 @@ class TargetPlan:
     indices: np.ndarray | None = None
     weights: np.ndarray | None = None
 
-    def weights_for(self, ids: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """Output weights of the samples ``ids``, of the output's shape, in ``dtype``."""
+    def weights_for(self, ids: np.ndarray | slice, dtype: np.dtype) -> np.ndarray:
+        """Output weights of the samples ``ids`` (indices or a slice), of the output's
+        shape, in ``dtype``."""
         if self.weights is not None:
             return np.ascontiguousarray(self.weights[ids], dtype=dtype)
         assert self.indices is not None
-        if self.spec.single:
-            return np.ones((len(ids), *self.spec.sample_shape), dtype=dtype)
-        weights = np.zeros((len(ids), self.spec.n_outputs), dtype=dtype)
-        weights[np.arange(len(ids)), self.indices[ids]] = 1
-        return weights
+        indices = self.indices[ids]
+        spec = self.spec
+        if spec.single:
+            return np.ones((len(indices), *spec.sample_shape), dtype=dtype)
+        return spec.one_hot(indices, dtype)
 
 
 def plan_targets(targets: Any, n: int, spec: OutputSpec) -> TargetPlan:
@@ -68,7 +86,7 @@ def plan_targets(targets: Any, n: int, spec: OutputSpec) -> TargetPlan:
         For a wrong length, an out-of-range index or a weight matrix of the
         wrong shape.
     """
-    array = np.asarray(targets)
+    array = targets if isinstance(targets, np.ndarray) else np.asarray(targets)
     if array.ndim == 2:
         return TargetPlan(spec, weights=_check_weights(array, n, spec))
     if array.ndim > 2:
@@ -78,7 +96,7 @@ def plan_targets(targets: Any, n: int, spec: OutputSpec) -> TargetPlan:
         raise ValueError(messages.single_output_target(targets))
     if indices.ndim == 0:
         indices = np.full(n, int(indices), dtype=np.int64)
-    elif len(indices) == 1:
+    elif len(indices) == 1 and n != 1:
         indices = np.repeat(indices, n)
     elif len(indices) != n:
         raise ValueError(messages.targets_wrong_length(len(indices), n))
@@ -87,6 +105,8 @@ def plan_targets(targets: Any, n: int, spec: OutputSpec) -> TargetPlan:
 
 
 def _as_indices(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
     if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
         raise TypeError(messages.targets_not_integer(array.dtype))
     if np.issubdtype(array.dtype, np.integer):
@@ -97,9 +117,15 @@ def _as_indices(array: np.ndarray) -> np.ndarray:
 
 
 def _check_range(indices: np.ndarray, n_outputs: int) -> None:
+    if len(indices) <= 256:  # Python compares a few numbers faster than NumPy reduces them
+        values = indices.tolist()
+        if not values or (min(values) >= 0 and max(values) < n_outputs):
+            return
+    # Seen as unsigned, a negative int64 is above 2**63: one reduction tests both ends.
+    elif np.maximum.reduce(indices.view(np.uint64)) < n_outputs:
+        return
     bad = indices[(indices < 0) | (indices >= n_outputs)]
-    if bad.size:
-        raise ValueError(messages.targets_out_of_range(int(bad[0]), n_outputs))
+    raise ValueError(messages.targets_out_of_range(int(bad[0]), n_outputs))
 
 
 def _check_weights(array: np.ndarray, n: int, spec: OutputSpec) -> np.ndarray:

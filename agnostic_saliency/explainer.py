@@ -26,6 +26,8 @@ from agnostic_saliency.registry import resolve_backend
 __all__ = ["GradientExplainer"]
 
 _MAX_CACHED_SPECS = 64
+_NO_SAMPLES = np.zeros(0, dtype=np.intp)
+_NO_SAMPLES.flags.writeable = False
 
 
 class GradientExplainer:
@@ -120,18 +122,33 @@ class GradientExplainer:
         in pieces: seeded noise then continues as if the whole set were explained at once.
         """
         x = as_input_array(inputs, self.backend)
+        maps, run = self._compute(x, targets, sample_offset)
+        self._report_zero_samples(run.dead_samples())
+        return maps, None if run.plan is None else run.plan.indices
+
+    def _compute(self, x: np.ndarray, targets: Any, sample_offset: int
+                 ) -> tuple[np.ndarray, _Run]:
+        """The maps of ``x``, and the run that made them (targets, dead samples)."""
         axis = self._channel_axis(x)
         if self.operator is None:
             run = _Run(self, x, axis, plan=self._plan(x, targets))
         else:
             run = _Run(self, x, axis, raw_targets=self._operator_targets(x, targets))
         run.state["sample_offset"] = sample_offset
-        maps = np.empty(self._map_shape(x, axis), dtype=_output_dtype(x.dtype))
-        for rows in _chunks(len(x), self._samples_per_chunk(len(x))):
-            attributions = self._attribute(run, rows)
-            maps[rows] = reduce_channels(attributions, axis, self.reducer)
-        self._report_zero_samples(run.dead_samples())
-        return maps, None if run.plan is None else run.plan.indices
+        shape, dtype = self._map_shape(x, axis), _output_dtype(x.dtype)
+        size = self._samples_per_chunk(len(x))
+        if 0 < len(x) <= size:  # one chunk: keep the method's result when it is fresh
+            attributions = self._attribute(run, slice(0, len(x)))
+            maps = _fresh(reduce_channels(attributions, axis, self.reducer), shape, dtype, x)
+        else:  # each chunk is written into the output: memory grows with size, not N
+            maps = np.empty(shape, dtype=dtype)
+            for rows in _chunks(len(x), size):
+                attributions = self._attribute(run, rows)
+                if attributions.dtype == dtype:
+                    reduce_channels(attributions, axis, self.reducer, out=maps[rows])
+                else:
+                    maps[rows] = reduce_channels(attributions, axis, self.reducer)
+        return maps, run
 
     # --- for subclasses -------------------------------------------------------------
 
@@ -181,9 +198,8 @@ class GradientExplainer:
         return plan_targets(self._targets_array(targets), len(x), self._output_spec(x))
 
     def _output_spec(self, x: np.ndarray) -> OutputSpec:
-        key = (x.shape[1:], x.dtype.str)
-        with self._specs_lock:
-            spec = self._specs.get(key)
+        key = (x.shape[1:], x.dtype)
+        spec = self._specs.get(key)  # reading a dict needs no lock
         if spec is None:
             # Two samples, so that a model that reduces over the batch is caught.
             probe = x[:2]
@@ -229,25 +245,38 @@ class _Run:
         self.raw_targets = raw_targets
         self._alive = np.zeros(len(x), dtype=bool)
 
-    def gradient(self, points: np.ndarray, samples: np.ndarray | slice) -> np.ndarray:
-        """Signed gradient at ``points``, each explained with the target of ``samples``."""
+    def gradient(self, points: np.ndarray, samples: np.ndarray | slice,
+                 absolute: bool = False) -> np.ndarray:
+        """Signed gradient at ``points``, each explained with the target of ``samples``.
+
+        ``absolute=True`` returns its absolute values instead (a new array; the check
+        of the gradient computes them anyway).
+        """
         explainer = self.explainer
-        ids = np.arange(len(self.x))[samples]
         targets: Any
         if self.plan is not None:
-            targets = self.plan.weights_for(ids, points.dtype)
+            targets = self.plan.weights_for(samples, points.dtype)
         elif self.raw_targets is None or self.raw_targets.ndim == 0:
             targets = self.raw_targets
         else:
-            targets = self.raw_targets[ids]
+            targets = self.raw_targets[samples]
         gradient = explainer.backend.gradient(explainer.model, points, targets,
                                               explainer.operator, explainer.options)
-        gradient = check_gradient(gradient, points.shape, explainer.backend.name, ids)
-        np.logical_or.at(self._alive, ids, gradient.reshape(len(points), -1).any(axis=1))
+        gradient, nonzero = check_gradient(gradient, points.shape, explainer.backend.name,
+                                           samples, absolute)
+        if nonzero is True:
+            self._alive[samples] = True
+        elif isinstance(samples, slice):  # distinct samples
+            self._alive[samples] |= nonzero
+        else:  # a sample may come back several times (noisy copies, path points)
+            np.logical_or.at(self._alive, samples, nonzero)
         return gradient
 
     def dead_samples(self) -> np.ndarray:
-        return np.flatnonzero(~self._alive)
+        alive = self._alive
+        if (False not in alive.tolist()) if len(alive) <= 512 else alive.all():
+            return _NO_SAMPLES
+        return np.flatnonzero(~alive)
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -264,8 +293,25 @@ def _check_batch_size(batch_size: object) -> int | None:
     raise ValueError(messages.bad_batch_size(batch_size))
 
 
+def _fresh(result: np.ndarray, shape: tuple[int, ...], dtype: np.dtype,
+           inputs: np.ndarray) -> np.ndarray:
+    """``result`` as the returned maps: itself if it is a new array of the right kind, else a copy.
+
+    A result that owns its memory was made by NumPy for this call (not a backend's
+    buffer nor a view of the inputs), so handing it out saves a copy.
+    """
+    flags = result.flags
+    # An array that owns its memory is no view of the inputs; it can only be them.
+    if flags.owndata and flags.c_contiguous and flags.writeable and result is not inputs \
+            and result.shape == shape and result.dtype == dtype:
+        return result
+    maps = np.empty(shape, dtype=dtype)
+    maps[...] = result
+    return maps
+
+
 def _output_dtype(dtype: np.dtype) -> np.dtype:
-    if dtype.itemsize < 4 or not np.issubdtype(dtype, np.floating):
+    if dtype.itemsize < 4 or (dtype.kind != "f" and not np.issubdtype(dtype, np.floating)):
         return np.dtype(np.float32)
     return dtype
 

@@ -84,5 +84,4 @@ class Saliency(GradientExplainer):
         self.absolute = bool(definitions["absolute"])
 
     def _attribute(self, run: _Run, rows: slice) -> np.ndarray:
-        gradient = run.gradient(run.x[rows], rows)
-        return np.abs(gradient) if self.absolute else gradient
+        return run.gradient(run.x[rows], rows, absolute=self.absolute)

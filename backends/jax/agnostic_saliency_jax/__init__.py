@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+import weakref
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency.backend import CallOptions, Operator, OutputSelector
 from agnostic_saliency_jax import _precision
 from agnostic_saliency_jax._compile import (
     CompiledCache,
@@ -48,7 +49,7 @@ from agnostic_saliency_jax._compile import (
     make_gradient_function,
     make_predict_function,
 )
-from agnostic_saliency_jax._models import check_training_mode, split_model
+from agnostic_saliency_jax._models import SplitModel, check_training_mode, split_model
 
 __all__ = ["JaxBackend"]
 
@@ -74,6 +75,9 @@ class JaxBackend:
         self._traces = TraceCounter()
         self._predict_cache = CompiledCache(cache_size)
         self._predict_traces = TraceCounter()
+        # The last immutable model explained, with its split and compiled function:
+        # (weak reference to the model, operator, selector, split, function).
+        self._last: tuple[Any, ...] | None = None
 
     def __repr__(self) -> str:
         return f"JaxBackend(cache_size={self._cache.maxsize})"
@@ -95,6 +99,7 @@ class JaxBackend:
 
     def clear_cache(self) -> None:
         """Drop every compiled function."""
+        self._last = None
         self._cache.clear()
         self._predict_cache.clear()
 
@@ -126,41 +131,57 @@ class JaxBackend:
             return make_predict_function(split.rebuild, selector, self._predict_traces)
 
         function = self._predict_cache.get((split.key, selector), build)
-        x = jax.device_put(_as_dtype(inputs, _compute_dtype(inputs.dtype)))
+        x = _as_dtype(inputs, _compute_dtype(inputs.dtype))
         try:
             outputs = function(x, split.params)
         except TypeError:
             # Model failures are ValueErrors (call_model); a TypeError here means the
             # output is not a pytree of arrays, which only an eager call can return.
-            outputs = call_model(split.rebuild(split.params), x, selector)
+            outputs = call_model(split.rebuild(split.params), jax.device_put(x), selector)
         return _outputs_to_numpy(outputs)
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
                  options: CallOptions) -> np.ndarray:
-        import jax
-
         check_training_mode(model, options)
         dtype = _compute_dtype(inputs.dtype)
         if dtype != inputs.dtype and inputs.dtype.itemsize >= 4:
             warnings.warn(messages.dtype_cast(str(inputs.dtype), str(dtype)),
                           messages.SaliencyWarning, stacklevel=3)
+        split, function = self._gradient_function(model, operator, options.output_selector)
+        # NumPy arguments go to the compiled function as they are: its own transfer is
+        # one copy, cheaper than an explicit jax.device_put first.
+        weights = None if targets is None else _target_array(targets, dtype)
+        return _to_numpy(function(_as_dtype(inputs, dtype), split.params, weights))
+
+
+    def _gradient_function(self, model: Any, operator: Operator | None,
+                           selector: OutputSelector | None) -> tuple[SplitModel, Any]:
+        """The split of ``model`` and its compiled gradient function (cached)."""
+        last = self._last
+        if last is not None and last[0]() is model and last[1] is operator \
+                and last[2] is selector:  # repeated calls skip the split and the lookup
+            return last[3], last[4]
         split = split_model(model, self._cache.note_dead)
-        selector = options.output_selector
 
         def build() -> Any:
             return make_gradient_function(split.rebuild, operator, selector, self._traces)
 
         function = self._cache.get((split.key, operator, selector), build)
-        x = jax.device_put(_as_dtype(inputs, dtype))
-        weights = None if targets is None else jax.device_put(_target_array(targets, dtype))
-        return _to_numpy(function(x, split.params, weights))
+        if split.immutable:
+            try:
+                self._last = (weakref.ref(model), operator, selector, split, function)
+            except TypeError:  # no weak references to this model: nothing remembered
+                self._last = None
+        return split, function
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype JAX computes ``dtype`` inputs in (float64 -> float32 without x64)."""
     import jax
 
-    if dtype.name == "bfloat16":
+    if dtype.kind == "f" and dtype.itemsize <= 4:
+        return dtype  # jax_enable_x64 changes only 64-bit types
+    if dtype.kind == "V" and dtype.name == "bfloat16":
         return dtype
     return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
@@ -172,7 +193,7 @@ def _as_dtype(inputs: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def _target_array(targets: Any, dtype: np.dtype) -> np.ndarray:
     """Targets as NumPy in a dtype JAX accepts: floats in the compute dtype."""
     array = np.asarray(targets)
-    if np.issubdtype(array.dtype, np.floating):
+    if array.dtype.kind == "f":
         return _as_dtype(array, dtype)
     return _as_dtype(array, _compute_dtype(array.dtype))
 
@@ -180,7 +201,7 @@ def _target_array(targets: Any, dtype: np.dtype) -> np.ndarray:
 def _to_numpy(array: Any) -> np.ndarray:
     jax = sys.modules.get("jax")
     if jax is not None and isinstance(array, jax.Array):
-        if array.dtype.name == "bfloat16":
+        if array.dtype.kind == "V" and array.dtype.name == "bfloat16":
             array = array.astype(np.float32)
         return np.asarray(array)
     return np.asarray(array)

@@ -93,11 +93,15 @@ class SplitModel:
         for functions, whose closed-over arrays are part of the function).
     rebuild
         ``params -> callable model``; works on tracers inside ``jax.jit``.
+    immutable
+        Whether the same model object always splits the same way (functions and
+        Equinox modules), so that the split can be reused for it.
     """
 
     key: Hashable
     params: Any
     rebuild: Callable[[Any], Any]
+    immutable: bool = False
 
 
 def split_model(model: Any, on_dead: Callable[[Any], None] | None = None) -> SplitModel:
@@ -129,9 +133,9 @@ def split_model(model: Any, on_dead: Callable[[Any], None] | None = None) -> Spl
         params, static = eqx.partition(model, eqx.is_array)
         leaves, treedef = jax.tree.flatten(static)
         structure = _hashable((treedef, tuple(leaves)), model, on_dead)
-        return SplitModel(("equinox", structure), params, partial(eqx.combine, static))
+        return SplitModel(("equinox", structure), params, partial(eqx.combine, static), True)
     key = IdentityKey(model, on_dead)
-    return SplitModel(("function", key), None, partial(_call_key, key))
+    return SplitModel(("function", key), None, partial(_call_key, key), True)
 
 
 def _call_key(key: IdentityKey, params: Any) -> Any:

@@ -1,12 +1,19 @@
 """Keras on TensorFlow: a ``GradientTape`` inside one cached ``tf.function`` per signature.
 
 The function's input signature leaves the batch axis unknown, so a new batch size
-does not retrace it. Targets enter as tensors, and the model's variables are
-captured by reference, so weights changed after the first call are used.
+does not retrace it; it is traced once into a concrete function, which is called
+directly (that skips ``tf.function``'s argument binding on every call). Targets
+enter as tensors, and the model's variables are captured by reference, so weights
+changed after the first call are used.
+
+XLA (``jit_compile``) is used for models without convolution kernels: measured on
+CPU, it makes dense networks faster and convolutional ones slower (see
+``benchmarks/``). A graph that XLA cannot compile runs as a plain graph instead.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -48,23 +55,62 @@ def predict(model: Any, x: np.ndarray, dtype: str, options: CallOptions) -> Any:
 
 
 def gradient(model: Any, x: np.ndarray, dtype: str, targets: Any, operator: Operator | None,
-             options: CallOptions) -> np.ndarray | None:
-    """Gradient of the summed scores with respect to ``x`` (``None`` if disconnected)."""
+             options: CallOptions, jit_compile: bool | None = None) -> np.ndarray | None:
+    """Gradient of the summed scores with respect to ``x`` (``None`` if disconnected).
+
+    ``jit_compile``: ``None`` uses XLA for models without convolution kernels.
+    """
     import tensorflow as tf
 
     target_array = None if targets is None else np.asarray(targets)
-    key = (operator, options.output_selector, dtype, x.shape[1:],
+    key = (operator, options.output_selector, dtype, x.shape[1:], jit_compile,
            None if target_array is None else (target_array.dtype.str, target_array.shape[1:],
                                               target_array.ndim))
-    function = _functions.get(model, key, lambda get_model: _build(
-        get_model, operator, options, dtype, x.shape[1:], target_array))
+    function = _functions.get(model, key, lambda get_model: _Traced(_build(
+        get_model, operator, options, dtype, x.shape[1:], target_array),
+        _use_xla(model) if jit_compile is None else jit_compile))
     args = [_tensor(x, dtype)]
     if target_array is not None:
         args.append(tf.convert_to_tensor(target_array))
     grad, n_scores = function(*args)
-    if n_scores != len(x):
+    # Without an operator the scores have one row per input by construction.
+    if operator is not None and int(n_scores) != len(x):
         raise OperatorShapeError((int(n_scores),))
     return None if grad is None else gradient_to_numpy(grad.numpy())
+
+
+class _Traced:
+    """The concrete function of one signature, traced on the first call, with or without XLA.
+
+    If the XLA function fails on its first call (an op that XLA cannot compile), the
+    plain graph is traced and used from then on; a failure of both is the model's.
+    """
+
+    def __init__(self, function: Callable[[bool], Any], jit_compile: bool) -> None:
+        self._make = function
+        self._jit = jit_compile
+        self._concrete: Any = None
+        self._proven = not jit_compile
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any) -> Any:
+        concrete = self._concrete
+        if concrete is None:
+            with self._lock:
+                if self._concrete is None:
+                    self._concrete = self._make(self._jit).get_concrete_function()
+                concrete = self._concrete
+        if self._proven:
+            return concrete(*args)
+        try:
+            result = concrete(*args)
+        except Exception:
+            with self._lock:
+                self._jit, self._proven = False, True
+                self._concrete = self._make(False).get_concrete_function()
+            return self._concrete(*args)
+        self._proven = True
+        return result
 
 
 def _tensor(x: np.ndarray, dtype: str) -> tf.Tensor:
@@ -74,9 +120,16 @@ def _tensor(x: np.ndarray, dtype: str) -> tf.Tensor:
     return tensor if tensor.dtype.name == dtype else tf.cast(tensor, dtype)
 
 
+def _use_xla(model: Any) -> bool:
+    """XLA for models with weights but no convolution kernels (no variable of rank 3 or more)."""
+    ranks = [len(variable.shape) for variable in getattr(model, "weights", ())]
+    return bool(ranks) and max(ranks) < 3
+
+
 def _build(get_model: Callable[[], Any], operator: Operator | None, options: CallOptions,
-           dtype: str, sample_shape: tuple[int, ...], targets: np.ndarray | None) -> Any:
-    """A ``tf.function`` returning ``(gradient, number of scores)`` for this signature."""
+           dtype: str, sample_shape: tuple[int, ...], targets: np.ndarray | None
+           ) -> Callable[[bool], Any]:
+    """``make(jit_compile)``: a ``tf.function`` returning ``(gradient, number of scores)``."""
     import tensorflow as tf
 
     signature = [tf.TensorSpec((None, *sample_shape), dtype)]
@@ -97,8 +150,12 @@ def _build(get_model: Callable[[], Any], operator: Operator | None, options: Cal
             total = tf.reduce_sum(scores)
         return tape.gradient(total, x), tf.shape(scores)[0]
 
-    # Keras runs its own steps without autograph too; errors then reach us unchanged.
-    return tf.function(compute, input_signature=signature, autograph=False)
+    def make(jit_compile: bool) -> Any:
+        # Keras runs its own steps without autograph too; errors then reach us unchanged.
+        return tf.function(compute, input_signature=signature, autograph=False,
+                           jit_compile=jit_compile)
+
+    return make
 
 
 def _weighted_outputs(model: Any, x: tf.Tensor, weights: tf.Tensor | None,

@@ -50,6 +50,12 @@ class TensorFlowBackend:
     ----------
     cache_size
         Most traced computations kept (least recently used ones are dropped).
+    jit_compile
+        Compile gradients with XLA (``True``), never (``False``), or, with ``None``,
+        for models whose variables include no convolution kernel (none of rank 3 or
+        more): on CPU XLA speeds up dense networks and slows convolutional ones down
+        (see ``benchmarks/``). XLA compiles once per batch size; a graph that XLA
+        cannot compile runs without it.
     """
 
     name = "tensorflow"
@@ -57,11 +63,13 @@ class TensorFlowBackend:
     priority = 0
     channel_axis = -1
 
-    def __init__(self, cache_size: int = 32) -> None:
+    def __init__(self, cache_size: int = 32, jit_compile: bool | None = None) -> None:
         self._cache: LRUCache[Compiled] = LRUCache(cache_size)
+        self.jit_compile = jit_compile
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(cache_size={self._cache.maxsize})"
+        return (f"{type(self).__name__}(cache_size={self._cache.maxsize}, "
+                f"jit_compile={self.jit_compile!r})")
 
     def can_handle(self, model: Any) -> bool:
         tf = sys.modules.get("tensorflow")
@@ -130,7 +138,9 @@ class TensorFlowBackend:
         def build() -> Compiled:
             compute = _compute_dtype(model, x.dtype)
             body = gradient_body(model_key, operator_key, selector_key, compute)
-            return Compiled(body, x.dtype, _target_specs(targets, operator, compute), compute)
+            jit = _use_xla(model) if self.jit_compile is None else self.jit_compile
+            return Compiled(body, x.dtype, _target_specs(targets, operator, compute), compute,
+                            jit_compile=jit)
 
         compiled = self._cache.get_or_create(key, build)
         _warn_cast(x.dtype, compiled.compute_dtype)
@@ -170,6 +180,12 @@ def _compute_dtype(model: Any, input_dtype: tf.DType) -> tf.DType:
     if not floating or input_dtype in floating:
         return input_dtype
     return Counter(floating).most_common(1)[0][0]
+
+
+def _use_xla(model: Any) -> bool:
+    """XLA for models with variables but no convolution kernels (none of rank 3 or more)."""
+    ranks = [len(variable.shape) for variable in _variables(model)]
+    return bool(ranks) and max(ranks) < 3
 
 
 def _variables(model: Any, depth: int = 0) -> Any:

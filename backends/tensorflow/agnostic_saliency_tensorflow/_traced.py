@@ -178,11 +178,16 @@ class Compiled:
         ``(rank, dtype)`` of each further argument; every axis is left unknown.
     compute_dtype
         The dtype the model computes in (the caller warns about casts to it).
+    jit_compile
+        Compile with XLA. If the first XLA call fails (an op XLA cannot compile),
+        the body is traced again without XLA and run that way from then on.
     """
 
     def __init__(self, body: Body, x_dtype: tf.DType, arg_specs: Sequence[tuple[int, Any]],
-                 compute_dtype: tf.DType) -> None:
+                 compute_dtype: tf.DType, jit_compile: bool = False) -> None:
         self.compute_dtype = compute_dtype
+        self.jit_compile = jit_compile
+        self._xla_proven = False
         self.arg_dtypes = tuple(dtype for _, dtype in arg_specs)
         self._body = body
         self._x_dtype = x_dtype
@@ -203,11 +208,16 @@ class Compiled:
         signature, function = self._function(tuple(x.shape[1:]))
         if function is not _EAGER and not isinstance(function, Exception):
             try:
-                return function(x, *args)
+                result = function(x, *args)
             except Exception as error:
+                if self.jit_compile and not self._xla_proven:
+                    self._drop_xla()
+                    return self(x, *args)
                 if _is_op_error(error):
                     raise ValueError(messages.model_failed(tuple(x.shape), error)) from error
                 raise
+            self._xla_proven = True
+            return result
         result = self._body(x, *args)  # raises the precise error if the model is at fault
         if isinstance(function, Exception):  # the trace failed, the eager run worked
             self._store(signature, _EAGER)
@@ -233,11 +243,20 @@ class Compiled:
         dims = list(shape) if shape is not None else [None] * rank
         specs = [tf.TensorSpec([None, *dims], self._x_dtype)]
         specs += [tf.TensorSpec([None] * arg_rank, dtype) for arg_rank, dtype in self._arg_specs]
-        function = tf.function(self._body, input_signature=specs, reduce_retracing=False)
+        function = tf.function(self._body, input_signature=specs, reduce_retracing=False,
+                               jit_compile=self.jit_compile)
         try:
             return function.get_concrete_function()
         except Exception as error:  # user code that only runs eagerly; the eager run will tell
             return error
+
+    def _drop_xla(self) -> None:
+        """Forget the XLA functions: every signature is traced again without XLA."""
+        with self._lock:
+            if self.jit_compile:
+                self.jit_compile = False
+                self._functions.clear()
+                self._first_shape = None
 
     def _store(self, signature: tuple[int, ...] | None, function: Any) -> None:
         with self._lock:

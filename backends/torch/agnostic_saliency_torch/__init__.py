@@ -59,10 +59,11 @@ class TorchBackend:
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
                  options: CallOptions) -> np.ndarray | None:
-        _check_mode(model, options)
-        device, dtype = _placement(model, inputs.dtype)
+        info = _model_info.info(model)
+        _check_mode(model, options, info)
+        device, dtype = _placement(model, inputs.dtype, info)
         tensor = _as_tensor(inputs, device, dtype)
-        channels_last = _model_info.info(model).prefers_channels_last(tensor)
+        channels_last = info.prefers_channels_last(tensor)
         try:
             grad = _input_gradient(model, tensor, targets, operator, options, channels_last)
         except ValueError:
@@ -79,39 +80,57 @@ def _input_gradient(model: Any, tensor: torch.Tensor, targets: Any, operator: Op
     """Gradient of the score with respect to a fresh leaf holding ``tensor``."""
     import torch
 
+    if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+        return _leaf_gradient(model, tensor, targets, operator, options, channels_last)
     with torch.inference_mode(False), torch.enable_grad():
-        if channels_last:
-            tensor = tensor.contiguous(memory_format=torch.channels_last)
-        leaf = tensor.detach().requires_grad_(True)
-        # The model gets a non-leaf copy, so in-place ops in its forward are allowed.
-        score = _score(model, leaf.clone(), targets, operator, options)
-        if not score.requires_grad:  # nothing in the graph depends on the input
-            return None
-        (grad,) = torch.autograd.grad(score, leaf, allow_unused=True)
+        if tensor.is_inference():  # made under the caller's inference_mode: cannot be a leaf
+            tensor = tensor.clone()
+        return _leaf_gradient(model, tensor, targets, operator, options, channels_last)
+
+
+def _leaf_gradient(model: Any, tensor: torch.Tensor, targets: Any, operator: Operator | None,
+                   options: CallOptions, channels_last: bool) -> torch.Tensor | None:
+    import torch
+
+    leaf = tensor.detach().requires_grad_(True)
+    # The model gets a non-leaf copy, so in-place ops in its forward are allowed and
+    # never reach the caller's array; for convolutional models that copy is the
+    # channels-last one.
+    x = leaf.contiguous(memory_format=torch.channels_last) if channels_last else leaf
+    if x is leaf:
+        x = leaf.clone()
+    score = _score(model, x, targets, operator, options)
+    if not score.requires_grad:  # nothing in the graph depends on the input
+        return None
+    (grad,) = torch.autograd.grad(score, leaf, allow_unused=True)
     return grad
 
 
-def _check_mode(model: Any, options: CallOptions) -> None:
+def _check_mode(model: Any, options: CallOptions, info: _model_info.ModelInfo | None = None
+                ) -> None:
     if options.allow_training_mode:
         return
-    training = [name or type(model).__name__ for name, module in _model_info.info(model).modules
-                if module.training]
-    if training:
-        raise ValueError(messages.training_mode(training))
+    modules = (info or _model_info.info(model)).modules
+    if not any(module.training for _, module in modules):
+        return
+    training = [name or type(model).__name__ for name, module in modules if module.training]
+    raise ValueError(messages.training_mode(training))
 
 
-def _placement(model: Any, input_dtype: np.dtype) -> tuple[torch.device, torch.dtype]:
+def _placement(model: Any, input_dtype: np.dtype, info: _model_info.ModelInfo | None = None
+               ) -> tuple[torch.device, torch.dtype]:
     """Device and floating dtype of the model's parameters and buffers."""
     import torch
 
-    tensors = _model_info.info(model).tensors
-    devices = sorted({str(tensor.device) for tensor in tensors})
+    tensors = (info or _model_info.info(model)).tensors
+    devices = {tensor.device for tensor in tensors}
     if len(devices) > 1:
-        raise ValueError(messages.several_devices(devices))
-    device = torch.device(devices[0]) if devices else torch.device("cpu")
-    floating = [tensor.dtype for tensor in tensors if tensor.is_floating_point()]
-    dtype = floating[0] if floating else _torch_dtype(input_dtype)
-    return device, dtype
+        raise ValueError(messages.several_devices(sorted(str(device) for device in devices)))
+    device = devices.pop() if devices else torch.device("cpu")
+    for tensor in tensors:
+        if tensor.is_floating_point():
+            return device, tensor.dtype
+    return device, _torch_dtype(input_dtype)
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
@@ -130,9 +149,12 @@ def _as_tensor(inputs: np.ndarray, device: torch.device, dtype: torch.dtype) -> 
     """
     import torch
 
-    if inputs.dtype.name == "bfloat16" or not inputs.flags.writeable:
-        inputs = inputs.astype(np.float32 if inputs.dtype.name == "bfloat16" else inputs.dtype)
+    bfloat16 = inputs.dtype.kind == "V" and inputs.dtype.name == "bfloat16"
+    if bfloat16 or not inputs.flags.writeable:
+        inputs = inputs.astype(np.float32 if bfloat16 else inputs.dtype)
     tensor = torch.from_numpy(inputs)
+    if tensor.dtype == dtype and device.type == "cpu":
+        return tensor
     if tensor.dtype != dtype and inputs.dtype.itemsize >= 4 and dtype.itemsize >= 4:
         warnings.warn(messages.dtype_cast(str(inputs.dtype), str(dtype).replace("torch.", "")),
                       messages.SaliencyWarning, stacklevel=4)
@@ -160,10 +182,13 @@ def _score(model: Any, x: torch.Tensor, targets: Any, operator: Operator | None,
     outputs = _forward(model, x, options)
     if not isinstance(outputs, torch.Tensor):
         raise TypeError(messages.output_not_tensor(messages.describe_output(outputs)))
-    if outputs.ndim == 0 or len(outputs) != len(x):
+    if outputs.ndim == 0 or outputs.shape[0] != x.shape[0]:
         raise ValueError(messages.output_wrong_shape(tuple(outputs.shape), len(x)))
-    weights = torch.from_numpy(np.asarray(targets)).to(outputs.device)
-    return (_upcast(outputs) * weights.to(_upcast(outputs).dtype)).sum()
+    outputs = _upcast(outputs)
+    weights = torch.from_numpy(np.asarray(targets))
+    if weights.dtype != outputs.dtype or not outputs.is_cpu:
+        weights = weights.to(device=outputs.device, dtype=outputs.dtype)
+    return (outputs * weights).sum()
 
 
 def _upcast(tensor: torch.Tensor) -> torch.Tensor:
@@ -182,6 +207,9 @@ def _target_tensor(targets: np.ndarray, x: torch.Tensor) -> torch.Tensor:
 def _to_numpy(array: Any) -> np.ndarray:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(array, torch.Tensor):
+        if array.is_cpu and array.dtype in (torch.float32, torch.float64) \
+                and not (array.requires_grad or array.is_conj() or array.is_neg()):
+            return array.numpy()  # shares memory: a gradient is a fresh tensor
         tensor = array.detach()
         if tensor.dtype in (torch.float16, torch.bfloat16):
             tensor = tensor.float()

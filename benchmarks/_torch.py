@@ -1,0 +1,149 @@
+"""PyTorch contenders: agnostic-saliency, hand-written native code, Captum, PAIR."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from _harness import Case, Contender, version, weights
+
+__all__ = ["contenders", "versions"]
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    found = {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads())}
+    for name in ("captum", "saliency"):
+        found[name] = version(name)
+    return found
+
+
+def build(model: str) -> Any:
+    """The benchmark model in PyTorch, in eval mode, with the shared seeded weights."""
+    import torch
+
+    spec = weights(model)
+    layers: list[Any] = []
+    for kernel, bias, stride in spec.convs:
+        conv = torch.nn.Conv2d(kernel.shape[2], kernel.shape[3], 3, stride=stride)
+        conv.weight.data = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))
+        conv.bias.data = torch.from_numpy(bias)
+        layers += [conv, torch.nn.ReLU()]
+    if spec.convs:
+        layers += [torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()]
+    for index, (kernel, bias) in enumerate(spec.dense):
+        dense = torch.nn.Linear(*kernel.shape)
+        dense.weight.data = torch.from_numpy(np.ascontiguousarray(kernel.T))
+        dense.bias.data = torch.from_numpy(bias)
+        layers.append(dense)
+        if index < len(spec.dense) - 1:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers).eval()
+
+
+def contenders(case: Case, with_compile: bool = False) -> list[Contender]:
+    """The contenders of ``case``; the first is native code, the reference."""
+    import torch
+
+    from agnostic_saliency import Saliency
+
+    model = build(case.model)
+    x_last, y = case.inputs()
+    image = x_last.ndim == 4
+    x = np.ascontiguousarray(x_last.transpose(0, 3, 1, 2)) if image else x_last
+    labels = torch.from_numpy(y)
+
+    def native() -> np.ndarray:
+        # What an expert writes: channels-last input, autograd.grad w.r.t. the input.
+        tensor = torch.from_numpy(x)
+        if image:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        tensor.requires_grad_(True)
+        score = model(tensor).gather(1, labels[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, tensor)
+        grad = grad.abs()
+        return (grad.amax(dim=1) if image else grad).numpy()
+
+    explainer = Saliency(model)
+
+    def ours() -> np.ndarray:
+        return explainer.explain(x, y)
+
+    found = [Contender("native", native), Contender("agnostic-saliency", ours)]
+    if version("captum"):
+        found += _captum(model, x, labels, image)
+    if version("saliency"):
+        found.append(_pair(model, x_last, y, image))
+    if with_compile:
+        found.append(_compiled_native(model, x, labels, image))
+    return found
+
+
+def _captum(model: Any, x: np.ndarray, labels: Any, image: bool) -> list[Contender]:
+    import torch
+    from captum.attr import Saliency as CaptumSaliency
+
+    captum = CaptumSaliency(model)
+
+    def run(layout: Any) -> np.ndarray:
+        tensor = torch.from_numpy(x)
+        if layout is not None:
+            tensor = tensor.contiguous(memory_format=layout)
+        maps = captum.attribute(tensor, target=labels, abs=True)
+        return (maps.amax(dim=1) if image else maps).detach().numpy()
+
+    found = [Contender("captum", lambda: run(None),
+                       note="Saliency.attribute(abs=True) on the NCHW tensor, then amax")]
+    if image:
+        found.append(Contender("captum (channels-last input)",
+                               lambda: run(torch.channels_last),
+                               note="the same on a channels-last tensor (expert use)"))
+    return found
+
+
+def _pair(model: Any, x_last: np.ndarray, y: np.ndarray, image: bool) -> Contender:
+    """PAIR's GradientSaliency, per sample, with the call_model_function of its examples."""
+    import saliency.core as pair
+    import torch
+
+    def call_model(images: np.ndarray, call_model_args: Any = None,
+                   expected_keys: Any = None) -> dict[str, np.ndarray]:
+        tensor = torch.from_numpy(images)
+        if image:
+            tensor = tensor.permute(0, 3, 1, 2)
+        tensor.requires_grad_(True)
+        outputs = model(tensor)[:, call_model_args["class"]]
+        (grads,) = torch.autograd.grad(outputs, tensor, grad_outputs=torch.ones_like(outputs))
+        if image:
+            grads = torch.movedim(grads, 1, 3)
+        return {pair.INPUT_OUTPUT_GRADIENTS: grads.detach().numpy()}
+
+    method = pair.GradientSaliency()
+
+    def run() -> np.ndarray:
+        masks = np.stack([method.GetMask(sample, call_model, {"class": int(target)})
+                          for sample, target in zip(x_last, y, strict=True)])
+        masks = np.abs(masks)
+        return masks.max(axis=-1) if image else masks
+
+    return Contender("PAIR saliency", run, note="GradientSaliency.GetMask per sample")
+
+
+def _compiled_native(model: Any, x: np.ndarray, labels: Any, image: bool) -> Contender:
+    """Native code around ``torch.compile(model)``; its first call includes the compilation."""
+    import torch
+
+    compiled = torch.compile(model)
+
+    def run() -> np.ndarray:
+        tensor = torch.from_numpy(x)
+        if image:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        tensor.requires_grad_(True)
+        score = compiled(tensor).gather(1, labels[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, tensor)
+        grad = grad.abs()
+        return (grad.amax(dim=1) if image else grad).numpy()
+
+    return Contender("native + torch.compile", run, note="torch.compile(model), default mode")

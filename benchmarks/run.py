@@ -1,0 +1,204 @@
+"""Speed of agnostic-saliency against native code, Captum, Xplique and PAIR saliency.
+
+Usage::
+
+    python benchmarks/run.py [--quick] [--frameworks torch keras tensorflow jax]
+                             [--cases cnn-32 mlp-256 cnn-1 mlp-1] [--rounds 20]
+                             [--torch-compile] [--out benchmarks/results]
+
+Each framework runs in its own process (no framework's thread pools compete with
+another's); inside it, every contender of a case is timed in interleaved rounds.
+The table gives medians (ms), interquartile ranges and the ratio to the fastest
+native code of the same framework; ``results.json`` holds every timing and the
+machine, and ``saliency_speed.png`` plots the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import CASES, agreement, machine, measure
+
+FRAMEWORKS = ("torch", "keras", "tensorflow", "jax")
+TITLES = {"torch": "PyTorch", "keras": "Keras 3 (TensorFlow backend)",
+          "tensorflow": "TensorFlow (tf.Module)", "jax": "JAX"}
+#: Maps may differ from native code's by float32 rounding only.
+TOLERANCE = 1e-4
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.child:
+        return _child(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
+        "machine": machine(),
+        "rounds": args.rounds,
+        "frameworks": {},
+    }
+    for framework in args.frameworks:
+        print(f"--- {TITLES[framework]}", flush=True)
+        results["frameworks"][framework] = _run_child(framework, args)
+    _add_ratios(results)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(table(results))
+    print(summary(results))
+    try:
+        from _plot import plot
+    except ImportError:  # matplotlib is optional
+        print("matplotlib is not installed: no plot")
+    else:
+        plot(results, out / "saliency_speed.png")
+    print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="5 rounds and short blocks: a smoke test, not a measurement")
+    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
+    parser.add_argument("--cases", nargs="+", choices=[case.name for case in CASES],
+                        default=[case.name for case in CASES])
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 20)")
+    parser.add_argument("--min-block", type=float, default=None,
+                        help="seconds each contender runs per round, at least (default 0.1)")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="also time native PyTorch code around torch.compile(model)")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+    parser.add_argument("--json", help=argparse.SUPPRESS)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[int, float]:
+    rounds = args.rounds or (5 if args.quick else 20)
+    block = args.min_block or (0.02 if args.quick else 0.1)
+    return rounds, block
+
+
+def _run_child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "result.json"
+        command = [sys.executable, __file__, "--child", framework, "--json", str(path),
+                   "--cases", *args.cases, "--rounds", str(_settings(args)[0]),
+                   "--min-block", str(_settings(args)[1])]
+        if args.torch_compile:
+            command.append("--torch-compile")
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        subprocess.run(command, check=True, env=env)
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def _child(args: argparse.Namespace) -> int:
+    warnings.filterwarnings("ignore", category=UserWarning, module="captum")
+    framework = args.child
+    module = _framework_module(framework)
+    rounds, block = _settings(args)
+    found: dict[str, Any] = {"versions": module.versions(), "cases": {}}
+    for case in CASES:
+        if case.name not in args.cases:
+            continue
+        if framework == "torch":
+            contenders = module.contenders(case, with_compile=args.torch_compile)
+        elif framework in ("keras", "tensorflow"):
+            contenders = module.contenders(case, framework)
+        else:
+            contenders = module.contenders(case)
+        stats = measure(contenders, rounds, block)
+        reference = np.asarray(contenders[0].run(), dtype=np.float64)
+        for contender in contenders:
+            stats[contender.name]["max_difference"] = agreement(reference, contender.run())
+        found["cases"][case.name] = stats
+        print(f"  {case.name}: " + ", ".join(
+            f"{name} {entry['median_ms']:.3f} ms" for name, entry in stats.items()), flush=True)
+    Path(args.json).write_text(json.dumps(found))
+    return 0
+
+
+def _framework_module(framework: str) -> Any:
+    if framework == "torch":
+        import _torch as module
+    elif framework in ("keras", "tensorflow"):
+        import _tensorflow as module
+    else:
+        import _jax as module
+    return module
+
+
+def _add_ratios(results: dict[str, Any]) -> None:
+    """Ratio of each contender's median to the fastest native code of its framework."""
+    for framework in results["frameworks"].values():
+        for stats in framework["cases"].values():
+            native = min(entry["median_ms"] for name, entry in stats.items()
+                         if name.startswith("native") and "compile" not in name)
+            for entry in stats.values():
+                entry["ratio"] = entry["median_ms"] / native
+                entry["ratio_q1"] = entry["q1_ms"] / native
+                entry["ratio_q3"] = entry["q3_ms"] / native
+
+
+def summary(results: dict[str, Any]) -> str:
+    """agnostic-saliency's time over native code's and other libraries', against the targets.
+
+    Targets: at most 1.05 × native at the large batches, 1.5 × at batch 1.
+    """
+    lines = ["", "### Summary: agnostic-saliency's median over the other's", "",
+             "| framework | case | × native (target) | × Captum | × Xplique | × PAIR |",
+             "|---|---|---:|---:|---:|---:|"]
+    for key, framework in results["frameworks"].items():
+        for case, stats in framework["cases"].items():
+            ours = stats.get("agnostic-saliency")
+            if ours is None:
+                continue
+            target = 1.5 if case.endswith("-1") else 1.05
+            verdict = "met" if ours["ratio"] <= target else "NOT met"
+            cells = []
+            for prefix in ("captum", "xplique", "PAIR"):
+                others = [entry for name, entry in stats.items() if name.startswith(prefix)]
+                cells.append(" / ".join(f"{ours['median_ms'] / entry['median_ms']:.2g}"
+                                        for entry in others) or "")
+            lines.append(f"| {TITLES[key]} | {case} | {ours['ratio']:.3f} (≤ {target}: "
+                         f"{verdict}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table(results: dict[str, Any]) -> str:
+    """A Markdown table per framework: medians, IQR, ratio to native, first call, retraces."""
+    lines = []
+    for key, framework in results["frameworks"].items():
+        lines += ["", f"### {TITLES[key]}", "",
+                  "| case | contender | median ms | IQR ms | × native | first call ms "
+                  "| retraces | max diff |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for case, stats in framework["cases"].items():
+            for name, entry in stats.items():
+                retraces = entry.get("traces_while_timed")
+                flag = "" if entry["max_difference"] <= TOLERANCE else " ⚠"
+                lines.append(
+                    f"| {case} | {name} | {entry['median_ms']:.3f} "
+                    f"| {entry['q1_ms']:.3f}–{entry['q3_ms']:.3f} | {entry['ratio']:.3f} "
+                    f"| {entry['first_call_ms']:.1f} | {'' if retraces is None else retraces} "
+                    f"| {entry['max_difference']:.1e}{flag} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    sys.exit(main())

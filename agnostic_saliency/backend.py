@@ -10,13 +10,13 @@ returns NumPy arrays.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Backend", "CallOptions", "Operator", "OutputSelector"]
+__all__ = ["Backend", "CallOptions", "Operator", "OutputSelector", "outputs_to_numpy"]
 
 #: ``operator(model, inputs, targets) -> scores`` written in the model's framework;
 #: must return one score per sample, shape ``(N,)``.
@@ -119,3 +119,20 @@ class Backend(Protocol):
             The gradient, same shape as ``inputs``.
         """
         ...
+
+
+def outputs_to_numpy(outputs: Any, is_tensor: Callable[[Any], bool],
+                     convert: Callable[[Any], np.ndarray]) -> Any:
+    """A model's outputs with NumPy leaves, for :meth:`Backend.predict`.
+
+    Tensors (``is_tensor``) become NumPy arrays (``convert``); mappings become dicts
+    and tuples or lists become tuples with converted leaves, so that the frontend can
+    name what the model returned; anything else is returned as it is.
+    """
+    if is_tensor(outputs):
+        return convert(outputs)
+    if isinstance(outputs, Mapping):
+        return {key: outputs_to_numpy(value, is_tensor, convert) for key, value in outputs.items()}
+    if isinstance(outputs, (tuple, list)):
+        return tuple(outputs_to_numpy(value, is_tensor, convert) for value in outputs)
+    return outputs

@@ -33,14 +33,13 @@ from __future__ import annotations
 import sys
 import warnings
 import weakref
-from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator, OutputSelector
+from agnostic_saliency.backend import CallOptions, Operator, OutputSelector, outputs_to_numpy
 from agnostic_saliency_jax import _precision
 from agnostic_saliency_jax._compile import (
     CompiledCache,
@@ -208,11 +207,5 @@ def _to_numpy(array: Any) -> np.ndarray:
 
 
 def _outputs_to_numpy(outputs: Any) -> Any:
-    jax = sys.modules["jax"]
-    if isinstance(outputs, jax.Array):
-        return _to_numpy(outputs)
-    if isinstance(outputs, Mapping):
-        return {key: _outputs_to_numpy(value) for key, value in outputs.items()}
-    if isinstance(outputs, (tuple, list)):
-        return tuple(_outputs_to_numpy(value) for value in outputs)
-    return outputs
+    tensor = sys.modules["jax"].Array
+    return outputs_to_numpy(outputs, lambda value: isinstance(value, tensor), _to_numpy)

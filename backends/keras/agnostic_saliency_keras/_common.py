@@ -10,12 +10,13 @@ import threading
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
 
 from agnostic_saliency import messages
+from agnostic_saliency.backend import outputs_to_numpy as _tree
 
 __all__ = [
     "FunctionCache",
@@ -135,16 +136,14 @@ def gradient_to_numpy(gradient: np.ndarray) -> np.ndarray:
 
 def outputs_to_numpy(outputs: Any, convert: Callable[[Any], np.ndarray],
                      is_tensor: Callable[[Any], bool]) -> Any:
-    """Model outputs with NumPy leaves; tuples, lists and mappings keep their structure."""
-    if is_tensor(outputs) or isinstance(outputs, np.ndarray):
-        array = convert(outputs)
+    """Model outputs with NumPy leaves (16-bit floats as float32), structure kept."""
+
+    def leaf(value: Any) -> np.ndarray:
+        array = convert(value)
         return array.astype(np.float32) if array.dtype.kind in "fV" \
             and array.dtype.itemsize < 4 else array
-    if isinstance(outputs, Mapping):
-        return {key: outputs_to_numpy(value, convert, is_tensor) for key, value in outputs.items()}
-    if isinstance(outputs, (tuple, list)):
-        return tuple(outputs_to_numpy(value, convert, is_tensor) for value in outputs)
-    return outputs
+
+    return _tree(outputs, lambda value: is_tensor(value) or isinstance(value, np.ndarray), leaf)
 
 
 # --- compiled functions -----------------------------------------------------------------

@@ -20,14 +20,14 @@ from __future__ import annotations
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy
 from agnostic_saliency_tensorflow import _precision
 from agnostic_saliency_tensorflow._cache import LRUCache, ObjectKey, object_key
 from agnostic_saliency_tensorflow._traced import (
@@ -257,12 +257,10 @@ def _to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
-def _outputs_to_numpy(outputs: Any) -> Any:
+def _is_tf_tensor(value: Any) -> bool:
     tf = sys.modules["tensorflow"]
-    if isinstance(outputs, (tf.Tensor, tf.Variable)):
-        return _to_numpy(outputs)
-    if isinstance(outputs, Mapping):
-        return {key: _outputs_to_numpy(value) for key, value in outputs.items()}
-    if isinstance(outputs, (tuple, list)):
-        return tuple(_outputs_to_numpy(value) for value in outputs)
-    return outputs
+    return isinstance(value, (tf.Tensor, tf.Variable))
+
+
+def _outputs_to_numpy(outputs: Any) -> Any:
+    return outputs_to_numpy(outputs, _is_tf_tensor, _to_numpy)

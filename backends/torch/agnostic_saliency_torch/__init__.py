@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy
 from agnostic_saliency_torch import _model_info, _precision
 
 if TYPE_CHECKING:
@@ -218,11 +217,5 @@ def _to_numpy(array: Any) -> np.ndarray:
 
 
 def _outputs_to_numpy(outputs: Any) -> Any:
-    torch = sys.modules["torch"]
-    if isinstance(outputs, torch.Tensor):
-        return _to_numpy(outputs)
-    if isinstance(outputs, Mapping):
-        return {key: _outputs_to_numpy(value) for key, value in outputs.items()}
-    if isinstance(outputs, (tuple, list)):
-        return tuple(_outputs_to_numpy(value) for value in outputs)
-    return outputs
+    tensor = sys.modules["torch"].Tensor
+    return outputs_to_numpy(outputs, lambda value: isinstance(value, tensor), _to_numpy)

@@ -364,6 +364,14 @@ def keras_backend_unsupported(framework: str) -> str:
     )
 
 
+def cudnn_rnn_backward() -> str:
+    return (
+        "cuDNN's RNN kernels cannot be differentiated in eval mode; explain inside "
+        "`with torch.backends.cudnn.flags(enabled=False):` instead (do not switch the model "
+        "to training mode: dropout would then randomise the map)."
+    )
+
+
 def several_devices(devices: Sequence[str]) -> str:
     return (
         f"model parameters are spread over several devices {_listing(devices)}; "

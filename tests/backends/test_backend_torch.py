@@ -227,3 +227,39 @@ def test_model_that_cannot_take_channels_last_inputs_still_gets_exact_maps() -> 
     for _ in range(2):
         maps = Saliency(model, reducer=None, absolute=False).explain(x, [0, 1, 2])
         np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
+
+
+class _CudnnLikeFailure(torch.autograd.Function):
+    """Fails in backward exactly as cuDNN's RNN does for a model in eval mode."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Any) -> Any:
+        return x * 1.0
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> Any:
+        raise RuntimeError("cudnn RNN backward can only be called in training mode")
+
+
+def test_cudnn_rnn_backward_failure_says_how_to_fix_it_without_train_mode() -> None:
+    model, x, _ = _cnn()
+
+    class Recurrent(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x: Any) -> Any:
+            return self.inner(_CudnnLikeFailure.apply(x))
+
+    wrapped = Recurrent().eval()
+    with pytest.raises(RuntimeError, match=r"cudnn.flags\(enabled=False\).*do not switch"):
+        Saliency(wrapped).explain(x, 1)
+    assert not any(module.training for module in wrapped.modules())
+
+
+def test_parameters_on_several_devices_are_refused_with_their_names() -> None:
+    model, x, _ = _cnn()
+    model[-1].to("meta")
+    with pytest.raises(ValueError, match=r"several devices \[cpu, meta\]; move the model"):
+        Saliency(model).explain(x, 1)

@@ -101,7 +101,12 @@ def _leaf_gradient(model: Any, tensor: torch.Tensor, targets: Any, operator: Ope
     score = _score(model, x, targets, operator, options)
     if not score.requires_grad:  # nothing in the graph depends on the input
         return None
-    (grad,) = torch.autograd.grad(score, leaf, allow_unused=True)
+    try:
+        (grad,) = torch.autograd.grad(score, leaf, allow_unused=True)
+    except RuntimeError as error:
+        if "cudnn RNN backward can only be called in training mode" in str(error):
+            raise RuntimeError(messages.cudnn_rnn_backward()) from error
+        raise
     return grad
 
 

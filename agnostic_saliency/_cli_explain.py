@@ -1,6 +1,8 @@
 """``agnostic-saliency explain``: saved models and inputs in, a memory-mapped ``.npy`` out.
 
-Each framework is imported only when a file of its format is loaded. Maps are
+A saved model is loaded by the installed backend that reads its format (the
+optional backend members ``can_load`` and ``load_model``), so this module imports
+no framework, and a plugin can add formats. Maps are
 streamed batch by batch into ``np.lib.format.open_memmap``, so memory is bounded
 by ``--batch-size``, not by the number of inputs.
 """
@@ -14,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from agnostic_saliency import methods
+from agnostic_saliency import messages, methods
+from agnostic_saliency.registry import get_backend, list_backends
 from agnostic_saliency.saliency import Saliency
 
 __all__ = ["load_inputs", "load_model", "run_explain"]
@@ -27,83 +30,39 @@ _METHODS = {
 }
 
 
-def load_model(path: str) -> tuple[Any, str | None]:
-    """Load a saved model; return it and the backend to force (``None``: detect).
+def load_model(path: str) -> tuple[Any, str]:
+    """Load a saved model with the first installed backend that reads its format.
+
+    Returns the model and the name of that backend, which then explains it.
 
     Raises
     ------
+    FileNotFoundError
+        If nothing is at ``path``.
     ValueError
-        If the path holds no model format we know.
+        If no installed backend reads that format.
     """
     location = Path(path)
     if not location.exists():
-        raise FileNotFoundError(f"model {path!r} does not exist; check the path")
-    if location.is_dir():
-        if (location / "saved_model.pb").exists():
-            return _load_saved_model(location)
-        raise ValueError(f"{path!r} is a folder without saved_model.pb; expected a TensorFlow "
-                         "SavedModel folder, or a .keras/.pt/.pt2/.jax file")
-    suffix = location.suffix.lower()
-    if suffix == ".keras":
-        import keras
-
-        return keras.saving.load_model(location), None
-    if suffix in (".pt", ".pth", ".ts", ".pt2"):
-        return _load_torch(location), None
-    if suffix in (".jax", ".jaxexport", ".bin"):
-        return _load_jax_export(location), "jax"
-    raise ValueError(f"unknown model format {suffix or location.name!r}; expected .keras, "
-                     ".pt/.pth (TorchScript), .pt2 (torch.export), .jax (jax.export) or a "
-                     "SavedModel folder")
+        raise FileNotFoundError(messages.path_missing("model", path))
+    loaders = [backend for backend in _backends() if hasattr(backend, "can_load")]
+    for backend in loaders:
+        if backend.can_load(location):
+            return backend.load_model(location), backend.name
+    raise ValueError(messages.unknown_model_format(location.name,
+                                                   [backend.name for backend in loaders]))
 
 
-def _load_torch(location: Path) -> Any:
-    import torch
-
-    if location.suffix.lower() == ".pt2":
-        # An exported graph is frozen: its modules' training flags change nothing.
-        module = torch.export.load(str(location)).module()
-        for submodule in module.modules():
-            submodule.training = False
-        return module
-    try:
-        return torch.jit.load(str(location), map_location="cpu").eval()  # type: ignore[no-untyped-call]
-    except RuntimeError as error:
-        raise ValueError(f"{location} is not a TorchScript file ({_first_line(error)}); save "
-                         "with torch.jit.save, or torch.export.save as .pt2") from None
-
-
-def _load_saved_model(location: Path) -> tuple[Any, str | None]:
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(location))
-    if callable(loaded):
-        return loaded, "tensorflow"
-    def serve(x: Any) -> Any:
-        # ``loaded`` must stay referenced: its variables die with it.
-        outputs = loaded.signatures["serving_default"](x)
-        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
-
-    return serve, "tensorflow"
-
-
-def _load_jax_export(location: Path) -> Any:
-    from jax import export
-
-    exported = export.deserialize(bytearray(location.read_bytes()))
-    return exported.call
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+def _backends() -> list[Any]:
+    return sorted((get_backend(name) for name in list_backends()),
+                  key=lambda backend: -backend.priority)
 
 
 def load_inputs(path: str, key: str | None = None) -> np.ndarray:
     """Inputs from ``.npy`` (memory-mapped), ``.npz`` or a folder of images (float32 in [0, 1])."""
     location = Path(path)
     if not location.exists():
-        raise FileNotFoundError(f"inputs {path!r} do not exist; check the path")
+        raise FileNotFoundError(messages.path_missing("inputs", path))
     if location.is_dir():
         return _load_images(location)
     if location.suffix == ".npy":
@@ -112,10 +71,9 @@ def load_inputs(path: str, key: str | None = None) -> np.ndarray:
         with np.load(location) as data:
             name = key or ("inputs" if "inputs" in data.files else data.files[0])
             if name not in data.files:
-                raise KeyError(f"no array {name!r} in {path}; it holds {data.files}")
+                raise KeyError(messages.npz_key_missing(name, path, data.files))
             return data[name]
-    raise ValueError(f"unknown inputs format {location.suffix!r}; expected .npy, .npz or a "
-                     "folder of images")
+    raise ValueError(messages.unknown_inputs_format(location.suffix))
 
 
 def _load_images(folder: Path) -> np.ndarray:
@@ -123,12 +81,11 @@ def _load_images(folder: Path) -> np.ndarray:
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) in {folder}")
+        raise ValueError(messages.no_images(str(folder), sorted(_IMAGE_SUFFIXES)))
     arrays = [np.asarray(Image.open(file).convert("RGB"), dtype=np.float32) / 255 for file in files]
     shapes = {array.shape for array in arrays}
     if len(shapes) > 1:
-        raise ValueError(f"images in {folder} have different sizes {sorted(shapes)}; resize "
-                         "them to one size first")
+        raise ValueError(messages.images_differ(str(folder), sorted(shapes)))
     return np.stack(arrays)
 
 
@@ -139,7 +96,7 @@ def _targets(spec: str | None, n: int) -> Any:
         return int(spec)
     targets = np.load(spec)
     if len(targets) != n:
-        raise ValueError(f"{spec} holds {len(targets)} targets for {n} inputs")
+        raise ValueError(messages.targets_file_length(spec, len(targets), n))
     return targets
 
 
@@ -178,7 +135,7 @@ def _stream(explainer: Any, inputs: np.ndarray, targets: Any, out: Path, batch_s
         if progress:
             _progress(stop, n)
     if maps is None:
-        raise ValueError(f"no inputs to explain in {out.name!r}: the input array is empty")
+        raise ValueError(messages.no_inputs(str(out)))
     maps.flush()  # type: ignore[attr-defined]
     return maps
 

@@ -63,6 +63,14 @@ class Backend(Protocol):
         ``torch.nn.Module`` objects under Keras' torch backend, so Keras asks first).
     channel_axis
         Default channel axis of image inputs in this framework's convention.
+
+    Notes
+    -----
+    Optional members, used when present: ``full_precision()`` returns a context
+    manager that turns off reduced-precision float32 math (TF32) while
+    :func:`agnostic_saliency.compare` runs; ``can_load(path) -> bool`` (without
+    importing anything) and ``load_model(path)`` let the command line load saved
+    models of the framework's formats.
     """
 
     name: str

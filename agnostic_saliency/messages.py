@@ -483,3 +483,49 @@ def plot_shapes_differ(shapes: Mapping[str, tuple[int, ...]]) -> str:
         f"cannot plot maps of different shapes side by side ({listing}); "
         "explain the same inputs with the same reducer."
     )
+
+
+# --- command line ---------------------------------------------------------------------
+
+
+def path_missing(kind: str, path: str) -> str:
+    return f"{kind} {path!r} does not exist; check the path."
+
+
+def unknown_model_format(name: str, loaders: Sequence[str]) -> str:
+    return (
+        f"no installed backend loads {name!r} (backends that load saved models: "
+        f"{_listing(loaders)}); save the model as .keras, TorchScript .pt, torch.export .pt2, "
+        "a TensorFlow SavedModel folder or a jax.export .jax file."
+    )
+
+
+def not_torchscript(path: str, error: BaseException) -> str:
+    return (
+        f"{path} is not a TorchScript file ({_last_line(error)}); save the model with "
+        "torch.jit.save, or with torch.export.save as .pt2."
+    )
+
+
+def unknown_inputs_format(suffix: str) -> str:
+    return f"unknown inputs format {suffix!r}; pass a .npy or .npz file, or a folder of images."
+
+
+def npz_key_missing(name: str, path: str, files: Sequence[str]) -> str:
+    return f"no array {name!r} in {path}; it holds {_listing(files)}; pass one of them as --key."
+
+
+def no_images(folder: str, suffixes: Sequence[str]) -> str:
+    return f"no images ({', '.join(suffixes)}) in {folder}; check the folder, or pass a .npy file."
+
+
+def images_differ(folder: str, shapes: Sequence[object]) -> str:
+    return f"images in {folder} have different sizes {_listing(shapes)}; resize them to one size."
+
+
+def targets_file_length(path: str, count: int, n: int) -> str:
+    return f"{path} holds {count} targets for {n} inputs; pass one target per input."
+
+
+def no_inputs(path: str) -> str:
+    return f"{path} holds no inputs (an empty array); check the file."

@@ -146,10 +146,11 @@ def test_explain_with_smoothgrad_and_target_file_streams_into_the_output(tmp_pat
 
 @pytest.mark.parametrize(("make", "message"), [
     (lambda tmp: (tmp / "missing.keras", tmp / "x.npy"), "model .*missing.keras.* does not exist"),
-    (lambda tmp: (tmp / "model.onnx", tmp / "x.npy"), "unknown model format '.onnx'"),
-    (lambda tmp: (tmp, tmp / "x.npy"), "folder without saved_model.pb"),
+    (lambda tmp: (tmp / "model.onnx", tmp / "x.npy"),
+     r"no installed backend loads 'model.onnx' \(backends that load saved models: .*keras"),
+    (lambda tmp: (tmp, tmp / "x.npy"), r"no installed backend loads 'test_user_mistakes"),
     (lambda tmp: (tmp / "model.pt", tmp / "x.npy"), "is not a TorchScript file"),
-    (lambda tmp: (tmp / "model.keras", tmp / "x.csv"), "inputs .*x.csv.* do not exist"),
+    (lambda tmp: (tmp / "model.keras", tmp / "x.csv"), "inputs .*x.csv.* does not exist; check"),
 ])
 def test_user_mistakes_give_one_line_and_exit_status_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, message: str) -> None:

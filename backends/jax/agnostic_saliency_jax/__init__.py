@@ -34,13 +34,14 @@ import sys
 import warnings
 import weakref
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Operator, OutputSelector, outputs_to_numpy
-from agnostic_saliency_jax import _precision
+from agnostic_saliency_jax import _loading, _precision
 from agnostic_saliency_jax._compile import (
     CompiledCache,
     TraceCounter,
@@ -115,6 +116,14 @@ class JaxBackend:
     def full_precision(self) -> AbstractContextManager[None]:
         """Turn off reduced-precision (TF32) float32 math while comparing; restored after."""
         return _precision.full_precision()
+
+    def can_load(self, path: Path) -> bool:
+        """Whether ``path`` is a serialized ``jax.export`` file (no import)."""
+        return path.suffix.lower() in _loading.SUFFIXES
+
+    def load_model(self, path: Path) -> Any:
+        """Load a serialized ``jax.export`` function."""
+        return _loading.load_model(path)
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return _to_numpy(array)

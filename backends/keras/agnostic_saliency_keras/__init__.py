@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import sys
 from contextlib import AbstractContextManager
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -78,6 +79,16 @@ class KerasBackend:
         import keras
 
         return _framework_module(keras.backend.backend()).full_precision()
+
+    def can_load(self, path: Path) -> bool:
+        """Whether ``path`` is a ``.keras`` file (no import)."""
+        return path.suffix.lower() == ".keras"
+
+    def load_model(self, path: Path) -> Any:
+        """Load a ``.keras`` file on Keras' current backend."""
+        import keras
+
+        return keras.saving.load_model(path)
 
     def to_numpy(self, array: Any) -> np.ndarray:
         keras = sys.modules.get("keras")

@@ -22,13 +22,14 @@ import warnings
 from collections import Counter
 from collections.abc import Hashable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy
-from agnostic_saliency_tensorflow import _precision
+from agnostic_saliency_tensorflow import _loading, _precision
 from agnostic_saliency_tensorflow._cache import LRUCache, ObjectKey, object_key
 from agnostic_saliency_tensorflow._traced import (
     Compiled,
@@ -82,6 +83,14 @@ class TensorFlowBackend:
     def full_precision(self) -> AbstractContextManager[None]:
         """Turn off reduced-precision (TF32) float32 math while comparing; restored after."""
         return _precision.full_precision()
+
+    def can_load(self, path: Path) -> bool:
+        """Whether ``path`` is a SavedModel folder (no import)."""
+        return _loading.is_saved_model(path)
+
+    def load_model(self, path: Path) -> Any:
+        """Load a SavedModel folder."""
+        return _loading.load_model(path)
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return _to_numpy(array)

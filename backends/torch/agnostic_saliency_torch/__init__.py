@@ -12,13 +12,14 @@ from __future__ import annotations
 import sys
 import warnings
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy
-from agnostic_saliency_torch import _model_info, _precision
+from agnostic_saliency_torch import _loading, _model_info, _precision
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +42,14 @@ class TorchBackend:
     def full_precision(self) -> AbstractContextManager[None]:
         """Turn off reduced-precision (TF32) float32 math while comparing; restored after."""
         return _precision.full_precision()
+
+    def can_load(self, path: Path) -> bool:
+        """Whether ``path`` is a saved-model file this backend loads (no import)."""
+        return path.suffix.lower() in _loading.SUFFIXES
+
+    def load_model(self, path: Path) -> Any:
+        """Load a TorchScript file or a ``torch.export`` program."""
+        return _loading.load_model(path)
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return _to_numpy(array)

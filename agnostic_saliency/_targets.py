@@ -62,6 +62,14 @@ class TargetPlan:
     indices: np.ndarray | None = None
     weights: np.ndarray | None = None
 
+    def class_indices_for(self, ids: np.ndarray | slice) -> np.ndarray | None:
+        """Class index of each sample ``ids`` (int64), or ``None`` if the targets are
+        weights or the model has a single output: the form of targets a backend with
+        ``class_index_targets`` takes instead of one-hot rows."""
+        if self.indices is None or self.spec.single:
+            return None
+        return self.indices[ids]
+
     def weights_for(self, ids: np.ndarray | slice, dtype: np.dtype) -> np.ndarray:
         """Output weights of the samples ``ids`` (indices or a slice), of the output's
         shape, in ``dtype``."""

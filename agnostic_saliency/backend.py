@@ -70,7 +70,10 @@ class Backend(Protocol):
     manager that turns off reduced-precision float32 math (TF32) while
     :func:`agnostic_saliency.compare` runs; ``can_load(path) -> bool`` (without
     importing anything) and ``load_model(path)`` let the command line load saved
-    models of the framework's formats.
+    models of the framework's formats; ``class_index_targets = True`` declares that
+    :meth:`gradient` also takes class indices (see there), which lets a compiled
+    framework gather the score instead of multiplying the output by one-hot rows
+    (XLA runs the gather faster).
     """
 
     name: str
@@ -113,7 +116,11 @@ class Backend(Protocol):
         targets
             Without ``operator``: weights of the model's outputs, same shape as the
             output (one-hot rows select a class); the score of a sample is
-            ``sum(output * weights)`` over the non-batch axes. With ``operator``:
+            ``sum(output * weights)`` over the non-batch axes. A backend whose
+            ``class_index_targets`` is true also gets integer class indices of
+            shape ``(N,)`` (int64, in range) when every sample explains one class of
+            a model with several outputs: the score of sample ``i`` is then
+            ``output[i, targets[i]]``. With ``operator``:
             the user's targets for this batch (NumPy or ``None``), converted to the
             framework and passed to the operator unchanged.
         operator

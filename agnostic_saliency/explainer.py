@@ -244,6 +244,8 @@ class _Run:
         self.plan = plan
         self.raw_targets = raw_targets
         self._alive = np.zeros(len(x), dtype=bool)
+        #: Whether the backend takes class indices instead of one-hot weight rows.
+        self.class_indices = bool(getattr(explainer.backend, "class_index_targets", False))
 
     def gradient(self, points: np.ndarray, samples: np.ndarray | slice,
                  absolute: bool = False) -> np.ndarray:
@@ -255,7 +257,9 @@ class _Run:
         explainer = self.explainer
         targets: Any
         if self.plan is not None:
-            targets = self.plan.weights_for(samples, points.dtype)
+            targets = self.plan.class_indices_for(samples) if self.class_indices else None
+            if targets is None:
+                targets = self.plan.weights_for(samples, points.dtype)
         elif self.raw_targets is None or self.raw_targets.ndim == 0:
             targets = self.raw_targets
         else:

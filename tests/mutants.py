@@ -44,6 +44,20 @@ class IgnoresTargets(Mutant):
         if operator is None and targets is not None and np.ndim(targets) == 2:
             targets = np.zeros_like(targets)
             targets[:, 0] = 1
+        elif operator is None and np.asarray(targets).dtype.kind in "iu":  # class indices
+            targets = np.zeros_like(targets)
+        return get_backend("reference").gradient(model, inputs, targets, operator, options)
+
+
+class ShiftsClassIndices(Mutant):
+    """Declares class-index targets and reads them off by one (weights stay right)."""
+
+    class_index_targets = True
+
+    def gradient(self, model, inputs, targets, operator, options):  # type: ignore[no-untyped-def]
+        if operator is None and np.asarray(targets).dtype.kind in "iu":
+            n_outputs = np.shape(get_backend("reference").predict(model, inputs[:1], options))[1]
+            targets = (np.asarray(targets) + 1) % n_outputs
         return get_backend("reference").gradient(model, inputs, targets, operator, options)
 
 

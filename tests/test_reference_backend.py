@@ -32,9 +32,13 @@ class TestReferenceBackendChannelsFirst(TestReferenceBackend):
 
 
 class _ChannelsFirstReference:
-    """The reference backend with a channels-first convention, registered nowhere."""
+    """The reference backend with a channels-first convention, registered nowhere.
+
+    It takes targets as output weights only, so the suite's weights path runs too.
+    """
 
     def __getattr__(self, name: str) -> Any:
         return getattr(get_backend("reference"), name)
 
     channel_axis = 1
+    class_index_targets = False

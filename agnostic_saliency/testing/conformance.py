@@ -209,6 +209,20 @@ class BackendConformanceTests:
         expected = self.exact_gradient(spec, x, weights)
         self.assert_close(gradient, expected, scale=float(np.abs(expected).max()))
 
+    def test_targets_reach_the_backend_in_its_declared_form(self) -> None:
+        # Class indices (N,) for a backend that declares `class_index_targets`, else
+        # one-hot weight rows; either way the map is the exact gradient.
+        spec = self.spec("cnn")
+        model, x = self.model(spec), self.inputs(spec)
+        backend = self.resolved_backend()
+        recorder = _TargetRecorder(backend)
+        targets = np.array([2, 0, 1, 1, 2])
+        maps = Saliency(model, backend=recorder, reducer=None, absolute=False).explain(x, targets)
+        kinds = {received.dtype.kind for received in recorder.received}
+        assert kinds == ({"i"} if getattr(backend, "class_index_targets", False) else {"f"})
+        expected = self.exact_gradient(spec, x, self.one_hot(targets, spec.n_outputs))
+        self.assert_close(maps, expected, scale=float(np.abs(expected).max()))
+
     def test_predict_matches_reference_forward(self) -> None:
         spec = self.spec("cnn")
         model, x = self.model(spec), self.inputs(spec)
@@ -398,3 +412,19 @@ class BackendConformanceTests:
         maps = self.saliency(self.model(spec)).explain(self.inputs(spec, n=6))
         assert np.all(np.isfinite(maps)) and np.all(maps >= 0)
         assert math.prod(maps.shape) and np.all(maps.reshape(len(maps), -1).max(axis=1) > 0)
+
+
+class _TargetRecorder:
+    """A backend that records the targets its ``gradient`` gets, then delegates."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.received: list[np.ndarray] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Any,
+                 options: CallOptions) -> Any:
+        self.received.append(np.asarray(targets))
+        return self._backend.gradient(model, inputs, targets, operator, options)

@@ -117,6 +117,7 @@ class ReferenceBackend:
     modules = ("agnostic_saliency",)
     priority = 0
     channel_axis = -1
+    class_index_targets = True
 
     def can_handle(self, model: Any) -> bool:
         return isinstance(model, NumpyModel)
@@ -132,6 +133,9 @@ class ReferenceBackend:
                  options: CallOptions) -> np.ndarray:
         if operator is not None:
             return _operator_gradient(model, inputs, targets, operator)
+        if np.asarray(targets).dtype.kind in "iu":  # class indices: one-hot rows
+            n_outputs = np.shape(self.predict(model, inputs[:1], options))[1]
+            targets = np.eye(n_outputs, dtype=inputs.dtype)[targets]
         if options.output_selector is not None or not isinstance(model, NumpyModel):
             return _numeric_gradient(
                 lambda x: np.sum(self.predict(model, x, options) * targets), inputs)

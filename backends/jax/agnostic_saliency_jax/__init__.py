@@ -69,6 +69,7 @@ class JaxBackend:
     modules = ("jax", "jaxlib", "flax", "equinox")
     priority = 0
     channel_axis = -1
+    class_index_targets = True
 
     def __init__(self, cache_size: int = 32) -> None:
         self._cache = CompiledCache(cache_size)

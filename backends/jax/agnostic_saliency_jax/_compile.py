@@ -144,7 +144,8 @@ def make_gradient_function(
         ``params -> model`` (see :class:`agnostic_saliency_jax._models.SplitModel`).
     operator
         ``operator(model, x, targets) -> (N,)``, or ``None`` for
-        ``sum(output * targets)`` with ``targets`` of the output's shape.
+        ``sum(output * targets)`` with ``targets`` of the output's shape, or the sum
+        of ``output[i, targets[i]]`` for integer class indices ``targets`` (N,).
     selector
         Applied to the raw output without an operator.
     counter
@@ -168,6 +169,8 @@ def make_gradient_function(
         if not isinstance(outputs, jax.Array):
             raise TypeError(messages.output_not_tensor(messages.describe_output(outputs)))
         outputs = _at_least_float32(outputs)
+        if jnp.issubdtype(targets.dtype, jnp.integer):  # class indices (N,)
+            return jnp.sum(jnp.take_along_axis(outputs, targets[:, None], axis=1))
         return jnp.sum(outputs * targets.astype(outputs.dtype))
 
     return jax.jit(jax.grad(score))

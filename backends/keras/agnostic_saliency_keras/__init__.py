@@ -63,6 +63,7 @@ class KerasBackend:
     modules = ("keras",)
     priority = 10
     channel_axis = -1
+    class_index_targets = True
 
     def __init__(self, jit_compile: bool | None = None) -> None:
         self.jit_compile = jit_compile
@@ -110,8 +111,10 @@ class KerasBackend:
         module, dtype = _setup(model)
         x = prepare_inputs(inputs, dtype)
         if operator is None:
-            weights_dtype = np.float64 if score_dtype(dtype) == "float64" else np.float32
-            targets = np.asarray(targets, dtype=weights_dtype)
+            targets = np.asarray(targets)
+            if targets.dtype.kind not in "iu":  # output weights, not class indices
+                weights_dtype = np.float64 if score_dtype(dtype) == "float64" else np.float32
+                targets = targets.astype(weights_dtype, copy=False)
         try:
             if not getattr(model, "built", True):  # create the variables eagerly, not traced
                 module.predict(model, x[:1], dtype, CallOptions())

@@ -102,7 +102,8 @@ def _build(get_model: Callable[[], Any], operator: Operator | None,
 def _weighted_total(model: Any, x: jax.Array, trainable: list[jax.Array],
                     non_trainable: list[jax.Array], weights: jax.Array,
                     selector: Callable[[Any], Any] | None) -> jax.Array:
-    """``sum(output * weights)`` in at least float32, through ``stateless_call``."""
+    """``sum(output * weights)`` (or of the outputs at class indices) in at least
+    float32, through ``stateless_call``."""
     import jax.numpy as jnp
 
     # Like Layer.__call__, pass `training` only to a `call` that takes it.
@@ -116,6 +117,8 @@ def _weighted_total(model: Any, x: jax.Array, trainable: list[jax.Array],
         outputs = selector(outputs)
     outputs = require_tensor(outputs, is_tensor)
     outputs = outputs.astype(score_dtype(outputs.dtype.name))
+    if jnp.issubdtype(weights.dtype, jnp.integer):  # class indices (N,)
+        return jnp.sum(jnp.take_along_axis(outputs, weights[:, None], axis=1))
     return jnp.sum(outputs * weights.astype(outputs.dtype))
 
 

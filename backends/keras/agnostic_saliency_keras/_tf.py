@@ -160,11 +160,14 @@ def _build(get_model: Callable[[], Any], operator: Operator | None, options: Cal
 
 def _weighted_outputs(model: Any, x: tf.Tensor, weights: tf.Tensor | None,
                       selector: Callable[[Any], Any] | None) -> tf.Tensor:
-    """Per-sample ``sum(output * weights)`` in at least float32."""
+    """Per-sample ``sum(output * weights)`` in at least float32; ``output[i, weights[i]]``
+    for class indices."""
     import tensorflow as tf
 
     outputs = require_tensor(call_model(model, x, selector), tf.is_tensor)
     outputs = tf.cast(outputs, score_dtype(outputs.dtype.name))
+    if weights.dtype.is_integer:
+        return tf.gather(outputs, weights, batch_dims=1)
     product = outputs * tf.cast(weights, outputs.dtype)
     return tf.reshape(product, (tf.shape(product)[0], -1))
 

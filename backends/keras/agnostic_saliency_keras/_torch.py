@@ -80,12 +80,16 @@ def _tensor(model: Any, x: np.ndarray, dtype: str) -> torch.Tensor:
 
 def _weighted_total(model: Any, x: torch.Tensor, weights: Any,
                     selector: Callable[[Any], Any] | None) -> torch.Tensor:
-    """``sum(output * weights)`` in at least float32."""
+    """``sum(output * weights)`` (or of the outputs at class indices) in at least float32."""
     import torch
 
     outputs: torch.Tensor = require_tensor(call_model(model, x, selector), torch.is_tensor)
     outputs = outputs.to(getattr(torch, score_dtype(str(outputs.dtype).split(".")[-1])))
-    return (outputs * torch.from_numpy(np.asarray(weights)).to(outputs)).sum()
+    weights = np.asarray(weights)
+    if weights.dtype.kind in "iu":
+        index = torch.from_numpy(weights).to(outputs.device)
+        return outputs.gather(1, index[:, None]).sum()
+    return (outputs * torch.from_numpy(weights).to(outputs)).sum()
 
 
 def _operator_total(model: Any, operator: Operator, x: torch.Tensor,

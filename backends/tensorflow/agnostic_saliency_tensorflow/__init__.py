@@ -63,6 +63,7 @@ class TensorFlowBackend:
     modules = ("tensorflow",)
     priority = 0
     channel_axis = -1
+    class_index_targets = True
 
     def __init__(self, cache_size: int = 32, jit_compile: bool | None = None) -> None:
         self._cache: LRUCache[Compiled] = LRUCache(cache_size)
@@ -231,6 +232,8 @@ def _targets_signature(targets: np.ndarray | None, operator: Operator | None) ->
     """What of the targets the traced function depends on: presence, rank, dtype kind."""
     if targets is None:
         return None
+    if operator is None and targets.dtype.kind in "iu":
+        return ("index", targets.ndim)
     if operator is None or targets.dtype.kind == "f":
         return ("float", targets.ndim)
     return (targets.dtype.str, targets.ndim)
@@ -240,13 +243,16 @@ def _target_specs(targets: np.ndarray | None, operator: Operator | None,
                   compute: tf.DType) -> list[tuple[int, Any]]:
     """``(rank, dtype)`` of the targets tensor passed to the traced function, if any.
 
-    Output weights travel in float64 for float64 models, else in float32; an
-    operator's floating targets in the compute dtype, its other targets as they are.
+    Output weights travel in float64 for float64 models, else in float32, class
+    indices in int64; an operator's floating targets in the compute dtype, its other
+    targets as they are.
     """
     import tensorflow as tf
 
     if targets is None:
         return []
+    if operator is None and targets.dtype.kind in "iu":
+        return [(targets.ndim, tf.int64)]
     if operator is None:
         return [(targets.ndim, tf.float64 if compute == tf.float64 else tf.float32)]
     if targets.dtype.kind == "f":

@@ -113,13 +113,19 @@ def _gradient(tf: Any, model: Any, operator: Any, selector: Any, compute_dtype: 
         inputs = tf.cast(watched, compute_dtype)
         if operator is None:
             outputs = _upcast(tf, _as_output_tensor(tf, _forward(model, inputs, selector)))
-            weights = tf.reshape(tf.cast(targets, outputs.dtype), tf.shape(outputs))
-            scores, shape = outputs * weights, None
+            scores, shape = _selected(tf, outputs, targets), None
         else:
             scores = _operator_scores(tf, operator, model, inputs, targets)
             shape = tf.shape(scores)
         total = tf.reduce_sum(_upcast(tf, scores))
     return tape.gradient(total, watched), shape
+
+
+def _selected(tf: Any, outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """The outputs selected by class indices (N,), or weighted by output weights."""
+    if targets.dtype.is_integer:
+        return tf.gather(outputs, targets, batch_dims=1)
+    return outputs * tf.reshape(tf.cast(targets, outputs.dtype), tf.shape(outputs))
 
 
 def _forward(model: Any, inputs: tf.Tensor, selector: Any) -> Any:

@@ -34,6 +34,7 @@ class TorchBackend:
     modules = ("torch",)
     priority = 0
     channel_axis = 1
+    class_index_targets = True
 
     def can_handle(self, model: Any) -> bool:
         torch = sys.modules.get("torch")
@@ -198,7 +199,11 @@ def _score(model: Any, x: torch.Tensor, targets: Any, operator: Operator | None,
     if outputs.ndim == 0 or outputs.shape[0] != x.shape[0]:
         raise ValueError(messages.output_wrong_shape(tuple(outputs.shape), len(x)))
     outputs = _upcast(outputs)
-    weights = torch.from_numpy(np.asarray(targets))
+    targets = np.asarray(targets)
+    if targets.dtype.kind in "iu":  # class indices: the frontend checked their range
+        index = torch.from_numpy(targets).to(outputs.device)
+        return outputs.gather(1, index[:, None]).sum()
+    weights = torch.from_numpy(targets)
     if weights.dtype != outputs.dtype or not outputs.is_cpu:
         weights = weights.to(device=outputs.device, dtype=outputs.dtype)
     return (outputs * weights).sum()

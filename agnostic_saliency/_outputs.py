@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
@@ -11,6 +10,7 @@ import numpy as np
 from agnostic_saliency import messages
 from agnostic_saliency._inputs import SMALL
 from agnostic_saliency._targets import OutputSpec
+from agnostic_saliency.backend import warn
 
 __all__ = ["check_gradient", "output_spec"]
 
@@ -31,7 +31,7 @@ def output_spec(outputs: Any, n: int) -> OutputSpec:
         raise ValueError(messages.output_wrong_shape(outputs.shape, n))
     spec = OutputSpec(outputs.shape[1:])
     if _looks_like_probabilities(outputs, spec):
-        warnings.warn(messages.probabilities_output(), messages.SaliencyWarning, stacklevel=4)
+        warn(messages.probabilities_output(), stacklevel=4)
     return spec
 
 

@@ -10,13 +10,21 @@ returns NumPy arrays.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Backend", "CallOptions", "Operator", "OutputSelector", "outputs_to_numpy"]
+from agnostic_saliency.messages import SaliencyWarning
+
+__all__ = ["Backend", "CallOptions", "Operator", "OutputSelector", "outputs_to_numpy", "warn"]
+
+#: Whether the explain call running in this thread (or task) was made with strict=True.
+_strict: ContextVar[bool] = ContextVar("agnostic_saliency_strict", default=False)
 
 #: ``operator(model, inputs, targets) -> scores`` written in the model's framework;
 #: must return one score per sample, shape ``(N,)``.
@@ -151,3 +159,26 @@ def outputs_to_numpy(outputs: Any, is_tensor: Callable[[Any], bool],
     if isinstance(outputs, (tuple, list)):
         return tuple(outputs_to_numpy(value, is_tensor, convert) for value in outputs)
     return outputs
+
+
+def warn(text: str, stacklevel: int = 2) -> None:
+    """Report a sign that a map may be wrong: a :class:`SaliencyWarning`, or, inside an
+    explainer made with ``strict=True``, a ``RuntimeError``.
+
+    Backends call it for what may spoil a map (a precision-losing cast, say); notes
+    about speed stay plain warnings. The strict setting is per thread (a context
+    variable), so concurrent calls with different settings do not interfere.
+    """
+    if _strict.get():
+        raise RuntimeError(f"{text} (strict=True turns this warning into an error.)")
+    warnings.warn(text, SaliencyWarning, stacklevel=stacklevel + 1)
+
+
+@contextmanager
+def strict_warnings(enabled: bool) -> Iterator[None]:
+    """Make :func:`warn` raise inside the block when ``enabled``; restored after."""
+    token = _strict.set(enabled)
+    try:
+        yield
+    finally:
+        _strict.reset(token)

@@ -9,7 +9,6 @@ channel axis and written into one output array.
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,14 @@ from agnostic_saliency._inputs import as_input_array, resolve_channel_axis
 from agnostic_saliency._outputs import check_gradient, output_spec
 from agnostic_saliency._reduce import Reducer, check_reducer, is_image, reduce_channels
 from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
-from agnostic_saliency.backend import Backend, CallOptions, Operator, OutputSelector
+from agnostic_saliency.backend import (
+    Backend,
+    CallOptions,
+    Operator,
+    OutputSelector,
+    strict_warnings,
+    warn,
+)
 from agnostic_saliency.registry import resolve_backend
 
 __all__ = ["GradientExplainer"]
@@ -58,7 +64,9 @@ class GradientExplainer:
     allow_training_mode
         Explain a model in training mode instead of refusing it.
     strict
-        Raise instead of warning when a sample's attribution is identically zero.
+        Raise ``RuntimeError`` instead of warning about what may spoil a map: a
+        sample whose attribution is identically zero, outputs that look like
+        probabilities, inputs cast to a lower precision.
     """
 
     def __init__(
@@ -121,9 +129,10 @@ class GradientExplainer:
         ``sample_offset`` is the index of ``inputs[0]`` in a larger data set explained
         in pieces: seeded noise then continues as if the whole set were explained at once.
         """
-        x = as_input_array(inputs, self.backend)
-        maps, run = self._compute(x, targets, sample_offset)
-        self._report_zero_samples(run.dead_samples())
+        with strict_warnings(self.strict):
+            x = as_input_array(inputs, self.backend)
+            maps, run = self._compute(x, targets, sample_offset)
+            self._report_zero_samples(run.dead_samples())
         return maps, None if run.plan is None else run.plan.indices
 
     def _compute(self, x: np.ndarray, targets: Any, sample_offset: int
@@ -225,10 +234,7 @@ class GradientExplainer:
     def _report_zero_samples(self, samples: np.ndarray) -> None:
         if samples.size == 0:
             return
-        text = messages.zero_saliency(samples.tolist())
-        if self.strict:
-            raise RuntimeError(text)
-        warnings.warn(text, messages.SaliencyWarning, stacklevel=4)
+        warn(messages.zero_saliency(samples.tolist()), stacklevel=4)
 
 
 class _Run:

@@ -53,7 +53,9 @@ class Saliency(GradientExplainer):
     allow_training_mode
         Explain a model in training mode instead of refusing it.
     strict
-        Raise instead of warning when a sample's map is identically zero.
+        Raise ``RuntimeError`` instead of warning about what may spoil a map: a
+        sample whose map is identically zero, outputs that look like probabilities,
+        inputs cast to a lower precision.
 
     Examples
     --------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 import pytest
 
 from agnostic_saliency import CallOptions, Saliency, SaliencyWarning, get_backend
+from agnostic_saliency.backend import warn
 from agnostic_saliency.testing import NumpyModel, make_spec
 
 
@@ -329,6 +331,66 @@ def test_probability_outputs_warn() -> None:
 
     with pytest.warns(SaliencyWarning, match="look like probabilities"):
         Saliency(softmax_model, backend="reference").explain(np.ones((2, 6), np.float32), 0)
+    with pytest.raises(RuntimeError, match="look like probabilities.*strict=True"):
+        Saliency(softmax_model, backend="reference", strict=True).explain(
+            np.ones((2, 6), np.float32), 0)
+
+
+class _Warning:
+    """The reference backend, warning through the plugin API on every gradient."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_backend("reference"), name)
+
+    def gradient(self, *args: Any) -> Any:
+        warn("a backend's doubt about the map")
+        return get_backend("reference").gradient(*args)
+
+
+def test_strict_turns_backend_warnings_into_errors_in_its_own_calls_only() -> None:
+    model, x = NumpyModel(make_spec("mlp")), np.ones((3, 6), np.float32)
+    lenient = Saliency(model, backend=_Warning())
+    strict = Saliency(model, backend=_Warning(), strict=True)
+    with pytest.warns(SaliencyWarning, match="backend's doubt"):
+        expected = lenient.explain(x, 1)
+    with pytest.raises(RuntimeError, match="backend's doubt.*strict=True"):
+        strict.explain(x, 1)
+    with pytest.warns(SaliencyWarning, match="backend's doubt"):  # the setting was restored
+        np.testing.assert_array_equal(lenient.explain(x, 1), expected)
+    with pytest.warns(SaliencyWarning, match="outside"):  # no call running: never strict
+        warn("outside any call")
+
+
+def test_strict_setting_is_per_thread() -> None:
+    model, x = NumpyModel(make_spec("mlp")), np.ones((3, 6), np.float32)
+    lenient = Saliency(model, backend=_Warning())
+    strict = Saliency(model, backend=_Warning(), strict=True)
+    inside_strict = threading.Event()
+    release = threading.Event()
+
+    class _Blocking(_Warning):
+        def gradient(self, *args: Any) -> Any:  # holds the strict call open
+            inside_strict.set()
+            release.wait(10)
+            return super().gradient(*args)
+
+    strict.backend = _Blocking()
+    errors: list[BaseException] = []
+
+    def run_strict() -> None:
+        try:
+            strict.explain(x, 1)
+        except RuntimeError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=run_strict)
+    thread.start()
+    assert inside_strict.wait(10)
+    with pytest.warns(SaliencyWarning, match="backend's doubt"):  # not an error here
+        lenient.explain(x, 1)
+    release.set()
+    thread.join(10)
+    assert len(errors) == 1 and "strict=True" in str(errors[0])
 
 
 @pytest.mark.parametrize(("output", "match"), [

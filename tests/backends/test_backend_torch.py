@@ -178,6 +178,8 @@ def test_float64_inputs_to_a_float32_model_warn_and_keep_float64() -> None:
         maps = Saliency(model).explain(x.astype(np.float64), [0, 1, 2, 1])
     assert maps.dtype == np.float64
     np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(RuntimeError, match="computes in float32.*strict=True"):
+        Saliency(model, strict=True).explain(x.astype(np.float64), [0, 1, 2, 1])
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

@@ -31,7 +31,6 @@ model whose output is not a pytree of arrays is run eagerly instead.
 from __future__ import annotations
 
 import sys
-import warnings
 import weakref
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -40,7 +39,13 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator, OutputSelector, outputs_to_numpy
+from agnostic_saliency.backend import (
+    CallOptions,
+    Operator,
+    OutputSelector,
+    outputs_to_numpy,
+    warn,
+)
 from agnostic_saliency_jax import _loading, _precision
 from agnostic_saliency_jax._compile import (
     CompiledCache,
@@ -154,8 +159,7 @@ class JaxBackend:
         check_training_mode(model, options)
         dtype = _compute_dtype(inputs.dtype)
         if dtype != inputs.dtype and inputs.dtype.itemsize >= 4:
-            warnings.warn(messages.dtype_cast(str(inputs.dtype), str(dtype)),
-                          messages.SaliencyWarning, stacklevel=3)
+            warn(messages.dtype_cast(str(inputs.dtype), str(dtype)), stacklevel=3)
         split, function = self._gradient_function(model, operator, options.output_selector)
         # NumPy arguments go to the compiled function as they are: its own transfer is
         # one copy, cheaper than an explicit jax.device_put first.

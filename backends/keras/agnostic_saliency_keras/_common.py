@@ -7,7 +7,6 @@ inside functions that run when a Keras model is being explained.
 from __future__ import annotations
 
 import threading
-import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -17,6 +16,7 @@ import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import outputs_to_numpy as _tree
+from agnostic_saliency.backend import warn
 
 __all__ = [
     "FunctionCache",
@@ -117,7 +117,7 @@ def prepare_inputs(inputs: np.ndarray, dtype: str) -> np.ndarray:
     target = np.dtype(dtype) if dtype in _NUMPY_FLOATS else np.dtype(np.float32)
     if given != dtype and inputs.dtype.itemsize >= 4 and target.itemsize >= 4 \
             and dtype != "bfloat16":
-        warnings.warn(messages.dtype_cast(given, dtype), messages.SaliencyWarning, stacklevel=5)
+        warn(messages.dtype_cast(given, dtype), stacklevel=5)
     return inputs.astype(target, copy=False)
 
 

@@ -18,7 +18,6 @@ in the inputs' dtype. Scores are summed in at least float32.
 from __future__ import annotations
 
 import sys
-import warnings
 from collections import Counter
 from collections.abc import Hashable
 from contextlib import AbstractContextManager
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy
+from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy, warn
 from agnostic_saliency_tensorflow import _loading, _precision
 from agnostic_saliency_tensorflow._cache import LRUCache, ObjectKey, object_key
 from agnostic_saliency_tensorflow._traced import (
@@ -221,8 +220,7 @@ def _variables(model: Any, depth: int = 0) -> Any:
 
 def _warn_cast(given: tf.DType, used: tf.DType) -> None:
     if given != used and given.size >= 4 and used.size >= 4:
-        warnings.warn(messages.dtype_cast(given.name, used.name), messages.SaliencyWarning,
-                      stacklevel=4)
+        warn(messages.dtype_cast(given.name, used.name), stacklevel=4)
 
 
 # --- targets ----------------------------------------------------------------------------

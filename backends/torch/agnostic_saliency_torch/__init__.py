@@ -10,7 +10,6 @@ the device of the model's parameters.
 from __future__ import annotations
 
 import sys
-import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy
+from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy, warn
 from agnostic_saliency_torch import _loading, _model_info, _precision
 
 if TYPE_CHECKING:
@@ -170,8 +169,8 @@ def _as_tensor(inputs: np.ndarray, device: torch.device, dtype: torch.dtype) -> 
     if tensor.dtype == dtype and device.type == "cpu":
         return tensor
     if tensor.dtype != dtype and inputs.dtype.itemsize >= 4 and dtype.itemsize >= 4:
-        warnings.warn(messages.dtype_cast(str(inputs.dtype), str(dtype).replace("torch.", "")),
-                      messages.SaliencyWarning, stacklevel=4)
+        warn(messages.dtype_cast(str(inputs.dtype), str(dtype).replace("torch.", "")),
+             stacklevel=4)
     return tensor.to(device=device, dtype=dtype)
 
 

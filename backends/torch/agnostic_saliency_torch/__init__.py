@@ -33,7 +33,6 @@ class TorchBackend:
     modules = ("torch",)
     priority = 0
     channel_axis = 1
-    class_index_targets = True
 
     def can_handle(self, model: Any) -> bool:
         torch = sys.modules.get("torch")
@@ -198,11 +197,9 @@ def _score(model: Any, x: torch.Tensor, targets: Any, operator: Operator | None,
     if outputs.ndim == 0 or outputs.shape[0] != x.shape[0]:
         raise ValueError(messages.output_wrong_shape(tuple(outputs.shape), len(x)))
     outputs = _upcast(outputs)
-    targets = np.asarray(targets)
-    if targets.dtype.kind in "iu":  # class indices: the frontend checked their range
-        index = torch.from_numpy(targets).to(outputs.device)
-        return outputs.gather(1, index[:, None]).sum()
-    weights = torch.from_numpy(targets)
+    # One-hot weights, not class indices: a gather's backward (zeros, then a scatter)
+    # measured 30 µs slower per call than this product for an MLP at batch 1.
+    weights = torch.from_numpy(np.asarray(targets))
     if weights.dtype != outputs.dtype or not outputs.is_cpu:
         weights = weights.to(device=outputs.device, dtype=outputs.dtype)
     return (outputs * weights).sum()

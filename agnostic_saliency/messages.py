@@ -147,6 +147,13 @@ def bad_batch_size(batch_size: object) -> str:
     return f"batch_size={batch_size!r}; pass None or a positive int such as 32."
 
 
+def bad_compile_option(value: object) -> str:
+    return (
+        f"TorchBackend(compile={value!r}); pass False, True, or a dict of torch.compile "
+        "keyword arguments such as {'mode': 'reduce-overhead'}."
+    )
+
+
 def bad_channel_axis(axis: int, shape: tuple[int, ...]) -> str:
     return (
         f"channel_axis={axis} is out of range for inputs of shape {shape}; "

@@ -77,7 +77,19 @@ def contenders(case: Case, with_compile: bool = False) -> list[Contender]:
         found.append(_pair(model, x_last, y, image))
     if with_compile:
         found.append(_compiled_native(model, x, labels, image))
+        found.append(_compiled_ours(model, x, y))
     return found
+
+
+def _compiled_ours(model: Any, x: np.ndarray, y: np.ndarray) -> Contender:
+    """``Saliency`` with ``TorchBackend(compile=True)``; the first call compiles."""
+    from agnostic_saliency_torch import TorchBackend
+
+    from agnostic_saliency import Saliency
+
+    explainer = Saliency(model, backend=TorchBackend(compile=True))
+    return Contender("agnostic-saliency (compile=True)", lambda: explainer.explain(x, y),
+                     note="TorchBackend(compile=True): torch.compile's defaults")
 
 
 def _captum(model: Any, x: np.ndarray, labels: Any, image: bool) -> list[Contender]:

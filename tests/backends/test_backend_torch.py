@@ -265,3 +265,27 @@ def test_parameters_on_several_devices_are_refused_with_their_names() -> None:
     model[-1].to("meta")
     with pytest.raises(ValueError, match=r"several devices \[cpu, meta\]; move the model"):
         Saliency(model).explain(x, 1)
+
+
+def test_compile_option_gives_the_eager_maps_and_leaves_the_model_alone() -> None:
+    from agnostic_saliency_torch import TorchBackend
+
+    model, x, expected = _cnn()
+    before = _state(model)
+    backend = TorchBackend(compile={"backend": "aot_eager"})  # no C++ toolchain needed
+    explainer = Saliency(model, backend=backend)
+    for _ in range(2):
+        np.testing.assert_allclose(explainer.explain(x, [0, 1, 2, 1]), expected,
+                                   rtol=1e-4, atol=1e-6)
+    assert len(backend._compiled or ()) == 1  # compiled once, reused
+    assert getattr(model, "_compiled_call_impl", None) is None  # not compiled in place
+    after = _state(model)
+    assert before["requires_grad"] == after["requires_grad"] and after["grads"] == before["grads"]
+
+
+@pytest.mark.parametrize("value", ["yes", 1.0, None])
+def test_compile_option_is_validated(value: Any) -> None:
+    from agnostic_saliency_torch import TorchBackend
+
+    with pytest.raises(TypeError, match=r"TorchBackend\(compile=.*pass False, True, or a dict"):
+        TorchBackend(compile=value)

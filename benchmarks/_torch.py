@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,17 +55,7 @@ def contenders(case: Case, with_compile: bool = False) -> list[Contender]:
     x = np.ascontiguousarray(x_last.transpose(0, 3, 1, 2)) if image else x_last
     labels = torch.from_numpy(y)
 
-    def native() -> np.ndarray:
-        # What an expert writes: channels-last input, autograd.grad w.r.t. the input.
-        tensor = torch.from_numpy(x)
-        if image:
-            tensor = tensor.contiguous(memory_format=torch.channels_last)
-        tensor.requires_grad_(True)
-        score = model(tensor).gather(1, labels[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, tensor)
-        grad = grad.abs()
-        return (grad.amax(dim=1) if image else grad).numpy()
-
+    native = _native_saliency(model, x, labels, image)
     explainer = Saliency(model)
 
     def ours() -> np.ndarray:
@@ -146,16 +137,23 @@ def _compiled_native(model: Any, x: np.ndarray, labels: Any, image: bool) -> Con
     """Native code around ``torch.compile(model)``; its first call includes the compilation."""
     import torch
 
-    compiled = torch.compile(model)
+    run = _native_saliency(torch.compile(model), x, labels, image)
+    return Contender("native + torch.compile", run, note="torch.compile(model), default mode")
+
+
+def _native_saliency(model: Any, x: np.ndarray, labels: Any, image: bool
+                     ) -> Callable[[], np.ndarray]:
+    """What an expert writes: channels-last input, autograd.grad w.r.t. the input."""
+    import torch
 
     def run() -> np.ndarray:
         tensor = torch.from_numpy(x)
         if image:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         tensor.requires_grad_(True)
-        score = compiled(tensor).gather(1, labels[:, None]).sum()
+        score = model(tensor).gather(1, labels[:, None]).sum()
         (grad,) = torch.autograd.grad(score, tensor)
         grad = grad.abs()
         return (grad.amax(dim=1) if image else grad).numpy()
 
-    return Contender("native + torch.compile", run, note="torch.compile(model), default mode")
+    return run

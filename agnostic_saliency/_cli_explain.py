@@ -106,7 +106,7 @@ def run_explain(args: argparse.Namespace) -> Path:
     inputs = load_inputs(args.inputs, args.key)
     targets = _targets(args.targets, len(inputs))
     options: dict[str, Any] = {"backend": args.backend or backend, "batch_size": args.batch_size,
-                               "channel_axis": args.channel_axis}
+                               "channel_axis": args.channel_axis, "strict": args.strict}
     if args.method in ("smoothgrad", "squaregrad", "vargrad"):
         options["seed"] = args.seed
     explainer = _METHODS[args.method](model, **options)

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--png", help="folder for one PNG overlay per input")
     explain.add_argument("--seed", type=int, default=0, help="noise seed of smoothing methods")
     explain.add_argument("--quiet", action="store_true", help="no progress bar")
+    explain.add_argument("--strict", action="store_true",
+                         help="fail instead of warning about all-zero maps, probability "
+                              "outputs or precision casts")
     commands.add_parser("backends", help="list the installed backends")
     return parser
 

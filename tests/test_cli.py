@@ -170,6 +170,28 @@ def test_user_mistakes_give_one_line_and_exit_status_2(
     assert re.search(message, error), error
 
 
+def test_strict_turns_a_zero_map_warning_into_one_line_and_exit_status_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch = pytest.importorskip("torch")
+
+    class PositivePart(torch.nn.Module):  # one output: the sum of relu(x)
+        def forward(self, x: Any) -> Any:
+            return torch.relu(x).sum(dim=1)
+
+    torch.jit.trace(PositivePart(), torch.ones(2, 4)).save(str(tmp_path / "model.pt"))
+    x = np.ones((3, 4), np.float32)
+    x[1] = -1  # relu is flat there: sample 1's map is identically zero
+    np.save(tmp_path / "x.npy", x)
+    args = ["explain", str(tmp_path / "model.pt"), str(tmp_path / "x.npy"), "--out",
+            str(tmp_path / "o.npy"), "--quiet"]
+    with pytest.warns(UserWarning, match=r"identically zero for samples \[1\]"):
+        assert main(args) == 0
+    assert main([*args, "--strict"]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1
+    assert "identically zero for samples [1]" in error and "strict=True" in error
+
+
 def test_mismatched_input_shape_is_one_line_in_a_child_process(tmp_path: Path) -> None:
     pytest.importorskip("keras")
     path, _, _ = _keras_file(tmp_path)

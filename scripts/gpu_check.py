@@ -47,11 +47,15 @@ def torch_gpu_model_from_numpy_and_gpu_tensors() -> str:
 
     model, x, targets, expected = _cnn()
     model = model.cuda()
-    with torch.backends.cudnn.flags(allow_tf32=False):
-        torch.set_float32_matmul_precision("highest")
-        from_numpy = Saliency(model, batch_size=16).explain(x, targets)
-        from_tensors = Saliency(model).explain(torch.from_numpy(x).cuda(),
-                                               torch.from_numpy(targets).cuda())
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.backends.cudnn.flags(allow_tf32=False):
+            from_numpy = Saliency(model, batch_size=16).explain(x, targets)
+            from_tensors = Saliency(model).explain(torch.from_numpy(x).cuda(),
+                                                   torch.from_numpy(targets).cuda())
+    finally:
+        torch.set_float32_matmul_precision(precision)
     for maps in (from_numpy, from_tensors):
         assert isinstance(maps, np.ndarray) and maps.shape == expected.shape
         np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
@@ -75,10 +79,15 @@ def compare_turns_tf32_off_and_restores_it() -> str:
     model, x, targets, _ = _cnn()
     gpu, cpu = Saliency(model.cuda()), Saliency(build_torch(make_spec(
         "cnn", layout="channels_first")))
+    before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
     torch.set_float32_matmul_precision("high")  # TF32 allowed, as many users set it
     torch.backends.cudnn.allow_tf32 = True
-    report = compare({"cuda": gpu, "cpu": cpu}, np.moveaxis(x, 1, -1), targets)
-    restored = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    try:
+        report = compare({"cuda": gpu, "cpu": cpu}, np.moveaxis(x, 1, -1), targets)
+        restored = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
     assert restored == ("high", True), restored
     worst = max(row.max_abs_error for row in report.rows)
     assert worst < 1e-5, worst

@@ -37,7 +37,7 @@ class TorchBackend:
         keyword arguments for ``torch.compile`` (``{"mode": "max-autotune"}``). The
         user's model is not changed; each model is compiled once (up to 8 are kept).
         Off by default: on the benchmark CPU machine it was slower than eager
-        PyTorch in every case (1.2-1.75x) and its first call took 2.7-24 s.
+        PyTorch in every case (1.2-2.6x) and its first call took up to 24 s.
     """
 
     name = "torch"

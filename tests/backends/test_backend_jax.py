@@ -270,6 +270,64 @@ def test_updated_nnx_params_are_used_without_recompiling() -> None:
     assert backend.trace_count == 1
 
 
+class _NotAPytree(nnx.Module, pytree=False):
+    """An NNX module that is no pytree: the backend splits it with ``nnx.split``."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.body = build_nnx(spec)
+
+    def __call__(self, x: Any) -> Any:
+        return self.body(x)
+
+
+class _Tied(nnx.Module):
+    """One Linear layer applied twice: a shared Variable appears twice in the pytree."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.first = build_nnx(spec)
+        self.second = self.first
+
+    def __call__(self, x: Any) -> Any:
+        return self.second(x) + jnp.tanh(self.first(x))
+
+
+def test_nnx_module_that_is_no_pytree_is_split_and_explained_exactly() -> None:
+    spec, backend = make_spec("cnn"), JaxBackend()
+    model = _NotAPytree(spec)
+    assert jax.tree.leaves(model) == [model]  # really no pytree
+    x, targets = _inputs(spec), np.array([0, 1, 2, 1, 0])
+    for _ in range(2):
+        np.testing.assert_allclose(_signed(model, backend).explain(x, targets),
+                                   _exact(spec, x, targets), rtol=1e-4, atol=1e-6)
+    assert backend.trace_count == 1
+
+
+def test_nnx_module_with_a_shared_layer_matches_jax_grad_of_nnx_merge() -> None:
+    spec = make_spec("mlp")
+    model, x = _Tied(spec), _inputs(spec)
+    graphdef, state = nnx.split(model)
+
+    def score(inputs: Any) -> Any:
+        return nnx.merge(graphdef, state)(inputs)[:, 1].sum()
+
+    np.testing.assert_allclose(_signed(model).explain(x, 1), jax.grad(score)(x),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_nnx_training_mode_is_checked_again_after_every_switch() -> None:
+    spec = make_spec("mlp")
+    model, x, backend = _Noisy(spec), _inputs(spec), JaxBackend()
+    model.eval()
+    maps = Saliency(model, backend=backend).explain(x, 0)
+    model.train()
+    with pytest.raises(ValueError, match=r"training mode.*\[dropout, norm\]"):
+        Saliency(model, backend=backend).explain(x, 0)
+    with pytest.raises(ValueError, match="training mode"):
+        Saliency(model, backend=backend).predict(x)
+    model.eval()
+    np.testing.assert_array_equal(Saliency(model, backend=backend).explain(x, 0), maps)
+
+
 def test_new_equinox_params_reuse_the_compiled_function() -> None:
     old, new = make_spec("cnn", seed=0), make_spec("cnn", seed=5)
     model, backend = build_equinox(old), JaxBackend()

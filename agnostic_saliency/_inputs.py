@@ -78,8 +78,8 @@ def all_finite(array: np.ndarray) -> bool:
     then (or on overflow) does the exact test run.
     """
     floating = array.dtype.kind == "f"
-    if floating and array.size <= SMALL:
-        return bool(np.isfinite(array).all())
+    if floating and array.size <= SMALL:  # the ufunc's reduce: no ndarray.all wrapper
+        return bool(np.logical_and.reduce(np.isfinite(array), axis=None))
     with np.errstate(over="ignore", invalid="ignore"):
         if floating and array.dtype.itemsize >= 4 and array.flags.c_contiguous:
             flat = array.reshape(-1)

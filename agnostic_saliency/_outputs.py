@@ -81,6 +81,10 @@ def check_gradient(
         raise RuntimeError(messages.gradient_not_float(backend, gradient.dtype))
     if absolute or gradient.size <= SMALL:
         magnitude = np.abs(gradient)
+        if len(magnitude) == 1 and magnitude.size:  # one row: its peak says it all
+            peak = np.maximum.reduce(magnitude, axis=None)  # NaN propagates
+            if 0 < peak < math.inf:  # False for NaN
+                return (magnitude if absolute else gradient), True
         rows = _rows(magnitude)
         peaks = np.maximum.reduce(rows, axis=1) if rows.shape[1] else np.zeros(len(rows))
         return (magnitude if absolute else gradient), _nonzero_rows(peaks, samples)

@@ -23,7 +23,9 @@ from agnostic_saliency.messages import SaliencyWarning
 __all__ = ["Backend", "CallOptions", "Operator", "OutputSelector", "outputs_to_numpy", "warn"]
 
 #: Whether the explain call running in this thread (or task) was made with strict=True.
-_strict: ContextVar[bool] = ContextVar("agnostic_saliency_strict", default=False)
+#: The explainer sets it around each call (``token = STRICT.set(...)``, then
+#: ``STRICT.reset(token)``); a ContextVar keeps concurrent calls apart.
+STRICT: ContextVar[bool] = ContextVar("agnostic_saliency_strict", default=False)
 
 #: ``operator(model, inputs, targets) -> scores`` written in the model's framework;
 #: must return one score per sample, shape ``(N,)``.
@@ -168,26 +170,6 @@ def warn(text: str, stacklevel: int = 2) -> None:
     about speed stay plain warnings. The strict setting is per thread (a context
     variable), so concurrent calls with different settings do not interfere.
     """
-    if _strict.get():
+    if STRICT.get():
         raise RuntimeError(f"{text} (strict=True turns this warning into an error.)")
     warnings.warn(text, SaliencyWarning, stacklevel=stacklevel + 1)
-
-
-class strict_warnings:  # lower case: used like a function, as contextlib's managers are
-    """``with strict_warnings(enabled):`` makes :func:`warn` raise inside the block when
-    ``enabled``; the previous setting is restored after.
-
-    A class rather than ``@contextmanager``: every ``explain`` call enters it, and a
-    generator-based manager costs several times more per call.
-    """
-
-    __slots__ = ("_enabled", "_token")
-
-    def __init__(self, enabled: bool) -> None:
-        self._enabled = enabled
-
-    def __enter__(self) -> None:
-        self._token = _strict.set(self._enabled)
-
-    def __exit__(self, *exc_info: object) -> None:
-        _strict.reset(self._token)

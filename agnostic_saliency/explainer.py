@@ -20,11 +20,11 @@ from agnostic_saliency._outputs import check_gradient, output_spec
 from agnostic_saliency._reduce import Reducer, check_reducer, is_image, reduce_channels
 from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
 from agnostic_saliency.backend import (
+    STRICT,
     Backend,
     CallOptions,
     Operator,
     OutputSelector,
-    strict_warnings,
     warn,
 )
 from agnostic_saliency.registry import resolve_backend
@@ -129,10 +129,13 @@ class GradientExplainer:
         ``sample_offset`` is the index of ``inputs[0]`` in a larger data set explained
         in pieces: seeded noise then continues as if the whole set were explained at once.
         """
-        with strict_warnings(self.strict):
+        token = STRICT.set(self.strict)  # warn() raises inside this call when strict
+        try:
             x = as_input_array(inputs, self.backend)
             maps, run = self._compute(x, targets, sample_offset)
             self._report_zero_samples(run.dead_samples())
+        finally:
+            STRICT.reset(token)
         return maps, None if run.plan is None else run.plan.indices
 
     def _compute(self, x: np.ndarray, targets: Any, sample_offset: int
@@ -249,7 +252,10 @@ class _Run:
         self.state: dict[str, Any] = {}
         self.plan = plan
         self.raw_targets = raw_targets
-        self._alive = np.zeros(len(x), dtype=bool)
+        #: Whether every sample had a non-zero gradient in one call on all of them.
+        self._all_alive = False
+        #: Per sample, whether some gradient of it was non-zero; made on first need.
+        self._alive: np.ndarray | None = None
         #: Whether the backend takes class indices instead of one-hot weight rows.
         self.class_indices = bool(getattr(explainer.backend, "class_index_targets", False))
 
@@ -274,16 +280,32 @@ class _Run:
                                               explainer.operator, explainer.options)
         gradient, nonzero = check_gradient(gradient, points.shape, explainer.backend.name,
                                            samples, absolute)
+        self._note_alive(samples, nonzero)
+        return gradient
+
+    def _note_alive(self, samples: np.ndarray | slice, nonzero: np.ndarray | bool) -> None:
+        """Record which of ``samples`` had a non-zero gradient."""
+        if self._all_alive:
+            return
+        if nonzero is True and isinstance(samples, slice) and samples == slice(0, len(self.x)):
+            self._all_alive = True  # the common case: one chunk, no array needed
+            return
+        if self._alive is None:
+            self._alive = np.zeros(len(self.x), dtype=bool)
         if nonzero is True:
             self._alive[samples] = True
         elif isinstance(samples, slice):  # distinct samples
             self._alive[samples] |= nonzero
         else:  # a sample may come back several times (noisy copies, path points)
             np.logical_or.at(self._alive, samples, nonzero)
-        return gradient
 
     def dead_samples(self) -> np.ndarray:
+        """Indices of the samples whose every gradient was identically zero."""
         alive = self._alive
+        if self._all_alive or len(self.x) == 0:
+            return _NO_SAMPLES
+        if alive is None:
+            return np.arange(len(self.x))
         if (False not in alive.tolist()) if len(alive) <= 512 else alive.all():
             return _NO_SAMPLES
         return np.flatnonzero(~alive)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -319,6 +320,39 @@ def test_zero_maps_warn_and_strict_raises() -> None:
         Saliency(NumpyModel(make_spec("mlp")), backend=backend).explain(x, 0)
     with pytest.raises(RuntimeError, match=r"identically zero for samples \[1, 3\]"):
         Saliency(NumpyModel(make_spec("mlp")), backend=backend, strict=True).explain(x, 0)
+
+
+@pytest.mark.parametrize("absolute", [True, False])
+@pytest.mark.parametrize(("n", "batch_size"), [(1, None), (3, 1), (3, 2)])
+def test_one_row_chunks_check_every_value(n: int, batch_size: int | None,
+                                          absolute: bool) -> None:
+    """Chunks of one sample take a shortcut (one peak per chunk): NaN, Inf, zero and a
+    denormal gradient in the last sample are still reported, or accepted, exactly."""
+    x = np.ones((n, 6), np.float32)
+    x[-1] = 2  # marks the last sample in whichever chunk it comes
+
+    def explainer(value: float) -> Saliency:
+        def answer(inputs: np.ndarray) -> np.ndarray:
+            gradient = np.full_like(inputs, 0.5)
+            last_rows = inputs[:, 0] == 2
+            gradient[last_rows] = 0
+            gradient[last_rows, 3] = value
+            return gradient
+
+        return Saliency(NumpyModel(make_spec("mlp")), backend=_Answering(answer),
+                        batch_size=batch_size, absolute=absolute, reducer=None)
+
+    last = [n - 1]
+    for value in (np.nan, np.inf, -np.inf):
+        with pytest.raises(FloatingPointError, match=rf"NaN or Inf for samples \{last}"):
+            explainer(value).explain(x, 0)
+    with pytest.warns(SaliencyWarning, match=rf"identically zero for samples \{last}"):
+        explainer(0.0).explain(x, 0)
+    tiny = np.float32(1e-45)  # a denormal: its square is 0, its peak is not
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        maps = explainer(-tiny).explain(x, 0)
+    assert maps[-1, 3] == (tiny if absolute else -tiny)
 
 
 def test_probability_outputs_warn() -> None:

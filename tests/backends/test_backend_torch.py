@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -71,6 +72,62 @@ def test_training_mode_is_refused_and_left_alone() -> None:
     maps = Saliency(model, allow_training_mode=True).explain(x, [0, 1, 2, 1])
     np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
     assert all(module.training for module in model.modules())
+
+
+def _nested() -> tuple[Any, np.ndarray]:
+    """An MLP whose layers sit two containers deep: (Sequential(Sequential(ModuleList)))."""
+    torch.manual_seed(0)
+    inner = torch.nn.ModuleList([torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)])
+
+    class Body(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = inner
+
+        def forward(self, x: Any) -> Any:
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    model = torch.nn.Sequential(torch.nn.Sequential(Body())).eval()
+    return model, np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+
+
+@pytest.mark.parametrize("change", ["replace", "insert", "setattr"])
+def test_a_training_layer_added_deep_in_a_model_is_seen_on_the_next_call(change: str) -> None:
+    model, x = _nested()
+    explainer = Saliency(model)
+    explainer.explain(x, 0)  # the backend now knows the module tree
+    layers = model[0][0].layers
+    dropout = torch.nn.Dropout(0.5).train()
+    if change == "replace":
+        layers[1] = dropout
+    elif change == "insert":  # ModuleList.insert bypasses PyTorch's registration hooks
+        layers.insert(1, dropout)
+    else:
+        model[0][0].extra = dropout
+    with pytest.raises(ValueError, match=r"training mode.*\[0\.0\.(layers\.1|extra)\]"):
+        explainer.explain(x, 0)
+
+
+def test_a_layer_replaced_deep_in_a_model_sets_the_computation_dtype() -> None:
+    model, x = _nested()
+    x = x.astype(np.float64)
+    explainer = Saliency(model, reducer=None, absolute=False)
+    with pytest.warns(SaliencyWarning, match="they are cast to float32"):
+        explainer.explain(x, 0)  # a float32 model
+    layers = model[0][0].layers
+    for index in (0, 2):  # new float64 layers, with new parameter objects
+        old = layers[index]
+        fresh = torch.nn.Linear(old.in_features, old.out_features, dtype=torch.float64)
+        fresh.load_state_dict({name: value.double() for name, value in old.state_dict().items()})
+        layers[index] = fresh.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no cast now: the model computes in float64
+        maps = explainer.explain(x, 0)
+    leaf = torch.from_numpy(x).requires_grad_(True)
+    (expected,) = torch.autograd.grad(model(leaf)[:, 0].sum(), leaf)
+    np.testing.assert_allclose(maps, expected.numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("context", ["no_grad", "inference_mode", "enable_grad"])

@@ -29,6 +29,6 @@ def load_model(path: Path) -> Any:
             submodule.training = False
         return module
     try:
-        return torch.jit.load(str(path), map_location="cpu").eval()
+        return torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
     except RuntimeError as error:
         raise ValueError(messages.not_torchscript(str(path), error)) from None

@@ -9,11 +9,14 @@ import numpy as np
 from agnostic_saliency import messages
 from agnostic_saliency.backend import Backend
 
-__all__ = ["SMALL", "all_finite", "as_input_array", "check_finite", "resolve_channel_axis"]
+__all__ = ["FEW", "SMALL", "all_finite", "as_input_array", "check_finite", "resolve_channel_axis"]
 
 #: Arrays of at most this many values are checked in one exact pass: for them the
 #: fixed cost of NumPy calls, not the data, dominates.
 SMALL = 1 << 15
+#: Up to this many numbers, ``tolist()`` and Python's ``min``/``max`` beat NumPy's
+#: reductions (measured: 3 against 6 µs for 32 numbers, 15 against 6 for 256).
+FEW = 64
 
 
 def as_input_array(inputs: Any, backend: Backend, check: bool = True) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency._inputs import SMALL
+from agnostic_saliency._inputs import FEW, SMALL
 from agnostic_saliency._targets import OutputSpec
 from agnostic_saliency.backend import warn
 
@@ -105,7 +105,7 @@ def check_gradient(
 
 def _nonzero_rows(peaks: np.ndarray, samples: np.ndarray | slice) -> np.ndarray | bool:
     """Rows whose largest absolute value is not 0 (``True``: all); raise for NaN or Inf."""
-    if len(peaks) <= 512:  # Python compares a few numbers faster than NumPy calls do
+    if len(peaks) <= FEW:  # Python compares a few numbers faster than NumPy calls do
         values = peaks.tolist()
         if math.isfinite(sum(values)) and min(values, default=1) > 0:  # NaN: the sum is NaN
             return True

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency._inputs import as_input_array, resolve_channel_axis
+from agnostic_saliency._inputs import FEW, as_input_array, resolve_channel_axis
 from agnostic_saliency._outputs import check_gradient, output_spec
 from agnostic_saliency._reduce import Reducer, check_reducer, is_image, reduce_channels
 from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
@@ -306,7 +306,7 @@ class _Run:
             return _NO_SAMPLES
         if alive is None:
             return np.arange(len(self.x))
-        if (False not in alive.tolist()) if len(alive) <= 512 else alive.all():
+        if (False not in alive.tolist()) if len(alive) <= FEW else alive.all():
             return _NO_SAMPLES
         return np.flatnonzero(~alive)
 

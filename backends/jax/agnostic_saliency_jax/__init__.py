@@ -82,6 +82,8 @@ class JaxBackend:
         self._traces = TraceCounter()
         self._predict_cache = CompiledCache(cache_size)
         self._predict_traces = TraceCounter()
+        # Active training layers per NNX module structure (a treedef or graphdef).
+        self._training_layers = CompiledCache(cache_size)
         # The last immutable model explained, with its split and compiled function:
         # (weak reference to the model, operator, selector, split, function).
         self._last: tuple[Any, ...] | None = None
@@ -109,6 +111,7 @@ class JaxBackend:
         self._last = None
         self._cache.clear()
         self._predict_cache.clear()
+        self._training_layers.clear()
 
     def can_handle(self, model: Any) -> bool:
         nnx = sys.modules.get("flax.nnx")
@@ -139,7 +142,7 @@ class JaxBackend:
         import jax
 
         split = split_model(model, self._predict_cache.note_dead)
-        check_training_mode(model, options, split)
+        check_training_mode(model, options, split, self._training_layers)
         selector = options.output_selector
 
         def build() -> Any:
@@ -158,7 +161,7 @@ class JaxBackend:
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
                  options: CallOptions) -> np.ndarray:
         split, function = self._gradient_function(model, operator, options.output_selector)
-        check_training_mode(model, options, split)
+        check_training_mode(model, options, split, self._training_layers)
         dtype = _compute_dtype(inputs.dtype)
         if dtype != inputs.dtype and inputs.dtype.itemsize >= 4:
             warn(messages.dtype_cast(str(inputs.dtype), str(dtype)), stacklevel=3)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import Operator, OutputSelector
@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 CompiledFunction = Callable[..., Any]
+T = TypeVar("T")
 
 
 class TraceCounter:
@@ -50,7 +51,7 @@ class TraceCounter:
 
 
 class CompiledCache:
-    """A thread-safe LRU cache of compiled functions.
+    """A thread-safe LRU cache of compiled functions (or of anything known per key).
 
     Keys that hold an :class:`IdentityKey` whose object was collected are dropped
     on the next access; :meth:`note_dead` (a weak-reference callback) only flags
@@ -67,7 +68,7 @@ class CompiledCache:
             raise ValueError(f"cache_size={maxsize!r}; expected a positive int such as 32.")
         self.maxsize = maxsize
         self._lock = threading.Lock()
-        self._entries: OrderedDict[Hashable, CompiledFunction] = OrderedDict()
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._pending = False
 
     def __len__(self) -> int:
@@ -77,20 +78,19 @@ class CompiledCache:
         """Weak-reference callback: some keyed object is gone, purge on next access."""
         self._pending = True
 
-    def get(self, key: Hashable, build: Callable[[], CompiledFunction]) -> CompiledFunction:
-        """The function stored under ``key``, made by ``build()`` (cheap, no trace) if absent."""
+    def get(self, key: Hashable, build: Callable[[], T]) -> T:
+        """The value stored under ``key``, made by ``build()`` (cheap, no trace) if absent."""
         with self._lock:
             if self._pending:
                 self._purge()
-            function = self._entries.get(key)
-            if function is not None:
+            if key in self._entries:
                 self._entries.move_to_end(key)
-                return function
-            function = build()
-            self._entries[key] = function
+                return self._entries[key]
+            value = build()
+            self._entries[key] = value
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)
-            return function
+            return value
 
     def clear(self) -> None:
         with self._lock:

@@ -22,9 +22,7 @@ A compiled gradient function is keyed by the model's *structure* and receives it
 from __future__ import annotations
 
 import sys
-import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
@@ -181,13 +179,14 @@ def _hashable(structure: Any, model: Any, on_dead: Callable[[Any], None] | None)
     return hashable
 
 
-def check_training_mode(model: Any, options: CallOptions, split: SplitModel | None = None
-                        ) -> None:
+def check_training_mode(model: Any, options: CallOptions, split: SplitModel | None = None,
+                        known: Any = None) -> None:
     """Refuse a Flax NNX module whose Dropout or BatchNorm layers are in training mode.
 
     Whether a layer trains is a static attribute, part of the module's structure:
-    with its ``split``, the answer is looked up per structure key (walking the
-    module costs as much as splitting it again).
+    given the model's ``split`` and a cache ``known`` (``get(key, build)``), the
+    active layers are looked up per structure key, since walking the module costs
+    as much as splitting it again.
 
     Raises
     ------
@@ -197,37 +196,17 @@ def check_training_mode(model: Any, options: CallOptions, split: SplitModel | No
     nnx = sys.modules.get("flax.nnx")
     if options.allow_training_mode or nnx is None or not isinstance(model, nnx.Module):
         return
-    key = None if split is None or _holds_identity(split.key) else split.key
-    active = _TRAINING_LAYERS.get(key) if key is not None else None
-    if active is None:
-        active = tuple(".".join(map(str, path)) or type(model).__name__
-                       for path, module in nnx.iter_modules(model) if _in_training(module, nnx))
-        if key is not None:
-            _TRAINING_LAYERS.put(key, active)
+
+    def walk() -> tuple[str, ...]:
+        return tuple(".".join(map(str, path)) or type(model).__name__
+                     for path, module in nnx.iter_modules(model) if _in_training(module, nnx))
+
+    if split is None or known is None or _holds_identity(split.key):
+        active = walk()  # a key by identity: the same object may switch modes
+    else:
+        active = known.get(split.key, walk)
     if active:
         raise ValueError(messages.training_mode(list(active)))
-
-
-class _BoundedMap:
-    """A small thread-safe map that forgets its oldest entry beyond ``maxsize``."""
-
-    def __init__(self, maxsize: int) -> None:
-        self._maxsize = maxsize
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
-
-    def get(self, key: Hashable) -> Any:
-        return self._entries.get(key)  # reading a dict needs no lock
-
-    def put(self, key: Hashable, value: Any) -> None:
-        with self._lock:
-            self._entries[key] = value
-            while len(self._entries) > self._maxsize:
-                self._entries.popitem(last=False)
-
-
-#: Active training layers per NNX structure key (a treedef or graphdef).
-_TRAINING_LAYERS = _BoundedMap(64)
 
 
 def _holds_identity(key: Hashable) -> bool:

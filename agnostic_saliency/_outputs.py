@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency._inputs import FEW, SMALL
+from agnostic_saliency._inputs import FEW, SMALL, is_dot_ready
 from agnostic_saliency._targets import OutputSpec
 from agnostic_saliency.backend import warn
 
@@ -79,12 +79,13 @@ def check_gradient(
             backend, getattr(gradient, "shape", type(gradient).__name__), shape))
     if gradient.dtype.kind != "f" and not np.issubdtype(gradient.dtype, np.floating):
         raise RuntimeError(messages.gradient_not_float(backend, gradient.dtype))
+    if len(gradient) == 1 and gradient.size and is_dot_ready(gradient):
+        # One row: its sum of squares says it all, in the routine that checked the
+        # inputs (False for NaN; squares of tiny values that round to 0 go on below).
+        if 0 < np.vdot(gradient, gradient) < math.inf:
+            return (np.abs(gradient) if absolute else gradient), True
     if absolute or gradient.size <= SMALL:
         magnitude = np.abs(gradient)
-        if len(magnitude) == 1 and magnitude.size:  # one row: its peak says it all
-            peak = np.maximum.reduce(magnitude, axis=None)  # NaN propagates
-            if 0 < peak < math.inf:  # False for NaN
-                return (magnitude if absolute else gradient), True
         rows = _rows(magnitude)
         peaks = np.maximum.reduce(rows, axis=1) if rows.shape[1] else np.zeros(len(rows))
         return (magnitude if absolute else gradient), _nonzero_rows(peaks, samples)

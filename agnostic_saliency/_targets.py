@@ -63,21 +63,23 @@ class TargetPlan:
     indices: np.ndarray | None = None
     weights: np.ndarray | None = None
 
-    def class_indices_for(self, ids: np.ndarray | slice) -> np.ndarray | None:
-        """Class index of each sample ``ids`` (int64), or ``None`` if the targets are
-        weights or the model has a single output: the form of targets a backend with
-        ``class_index_targets`` takes instead of one-hot rows."""
+    def class_indices_for(self, ids: np.ndarray | slice | None) -> np.ndarray | None:
+        """Class index of each sample ``ids`` (int64; ``None``: every sample), or
+        ``None`` if the targets are weights or the model has a single output: the
+        form of targets a backend with ``class_index_targets`` takes instead of
+        one-hot rows."""
         if self.indices is None or self.spec.single:
             return None
-        return self.indices[ids]
+        return self.indices if ids is None else self.indices[ids]
 
-    def weights_for(self, ids: np.ndarray | slice, dtype: np.dtype) -> np.ndarray:
-        """Output weights of the samples ``ids`` (indices or a slice), of the output's
-        shape, in ``dtype``."""
+    def weights_for(self, ids: np.ndarray | slice | None, dtype: np.dtype) -> np.ndarray:
+        """Output weights of the samples ``ids`` (indices, a slice, or ``None`` for
+        every sample), of the output's shape, in ``dtype``."""
         if self.weights is not None:
-            return np.ascontiguousarray(self.weights[ids], dtype=dtype)
+            weights = self.weights if ids is None else self.weights[ids]
+            return np.ascontiguousarray(weights, dtype=dtype)
         assert self.indices is not None
-        indices = self.indices[ids]
+        indices = self.indices if ids is None else self.indices[ids]
         spec = self.spec
         if spec.single:
             return np.ones((len(indices), *spec.sample_shape), dtype=dtype)
@@ -97,7 +99,7 @@ def plan_targets(targets: Any, n: int, spec: OutputSpec) -> TargetPlan:
     """
     array = targets if isinstance(targets, np.ndarray) else np.asarray(targets)
     if array.ndim == 2:
-        return TargetPlan(spec, weights=_check_weights(array, n, spec))
+        return TargetPlan(spec, None, _check_weights(array, n, spec))
     if array.ndim > 2:
         raise ValueError(messages.targets_wrong_rank(array.shape))
     indices = _as_indices(array)
@@ -110,7 +112,7 @@ def plan_targets(targets: Any, n: int, spec: OutputSpec) -> TargetPlan:
     elif len(indices) != n:
         raise ValueError(messages.targets_wrong_length(len(indices), n))
     _check_range(indices, spec.n_outputs)
-    return TargetPlan(spec, indices=indices)
+    return TargetPlan(spec, indices)
 
 
 def _as_indices(array: np.ndarray) -> np.ndarray:

@@ -133,7 +133,9 @@ class GradientExplainer:
         try:
             x = as_input_array(inputs, self.backend)
             maps, run = self._compute(x, targets, sample_offset)
-            self._report_zero_samples(run.dead_samples())
+            dead = run.dead_samples()
+            if dead.size:
+                self._report_zero_samples(dead)
         finally:
             STRICT.reset(token)
         return maps, None if run.plan is None else run.plan.indices
@@ -150,7 +152,7 @@ class GradientExplainer:
         shape, dtype = self._map_shape(x, axis), _output_dtype(x.dtype)
         size = self._samples_per_chunk(len(x))
         if 0 < len(x) <= size:  # one chunk: keep the method's result when it is fresh
-            attributions = self._attribute(run, slice(0, len(x)))
+            attributions = self._attribute(run, run.everything)
             maps = _fresh(reduce_channels(attributions, axis, self.reducer), shape, dtype, x)
         else:  # each chunk is written into the output: memory grows with size, not N
             maps = np.empty(shape, dtype=dtype)
@@ -235,8 +237,6 @@ class GradientExplainer:
         return np.concatenate(parts)
 
     def _report_zero_samples(self, samples: np.ndarray) -> None:
-        if samples.size == 0:
-            return
         warn(messages.zero_saliency(samples.tolist()), stacklevel=4)
 
 
@@ -252,6 +252,8 @@ class _Run:
         self.state: dict[str, Any] = {}
         self.plan = plan
         self.raw_targets = raw_targets
+        #: The rows of every sample: methods pass this very object for a single chunk.
+        self.everything = slice(0, len(x))
         #: Whether every sample had a non-zero gradient in one call on all of them.
         self._all_alive = False
         #: Per sample, whether some gradient of it was non-zero; made on first need.
@@ -269,9 +271,10 @@ class _Run:
         explainer = self.explainer
         targets: Any
         if self.plan is not None:
-            targets = self.plan.class_indices_for(samples) if self.class_indices else None
+            ids = None if samples is self.everything else samples  # None: no indexing
+            targets = self.plan.class_indices_for(ids) if self.class_indices else None
             if targets is None:
-                targets = self.plan.weights_for(samples, points.dtype)
+                targets = self.plan.weights_for(ids, points.dtype)
         elif self.raw_targets is None or self.raw_targets.ndim == 0:
             targets = self.raw_targets
         else:
@@ -287,7 +290,7 @@ class _Run:
         """Record which of ``samples`` had a non-zero gradient."""
         if self._all_alive:
             return
-        if nonzero is True and isinstance(samples, slice) and samples == slice(0, len(self.x)):
+        if nonzero is True and samples is self.everything:
             self._all_alive = True  # the common case: one chunk, no array needed
             return
         if self._alive is None:

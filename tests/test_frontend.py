@@ -326,8 +326,9 @@ def test_zero_maps_warn_and_strict_raises() -> None:
 @pytest.mark.parametrize(("n", "batch_size"), [(1, None), (3, 1), (3, 2)])
 def test_one_row_chunks_check_every_value(n: int, batch_size: int | None,
                                           absolute: bool) -> None:
-    """Chunks of one sample take a shortcut (one peak per chunk): NaN, Inf, zero and a
-    denormal gradient in the last sample are still reported, or accepted, exactly."""
+    """Chunks of one sample take a shortcut (one sum of squares per chunk): NaN, Inf,
+    zero, a denormal and a huge gradient (its square overflows) in the last sample are
+    still reported, or accepted, exactly."""
     x = np.ones((n, 6), np.float32)
     x[-1] = 2  # marks the last sample in whichever chunk it comes
 
@@ -349,10 +350,12 @@ def test_one_row_chunks_check_every_value(n: int, batch_size: int | None,
     with pytest.warns(SaliencyWarning, match=rf"identically zero for samples \{last}"):
         explainer(0.0).explain(x, 0)
     tiny = np.float32(1e-45)  # a denormal: its square is 0, its peak is not
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        maps = explainer(-tiny).explain(x, 0)
-    assert maps[-1, 3] == (tiny if absolute else -tiny)
+    huge = np.float32(3e38)  # finite: its square is not
+    for value in (tiny, huge):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            maps = explainer(-value).explain(x, 0)
+        assert maps[-1, 3] == (value if absolute else -value)
 
 
 def test_probability_outputs_warn() -> None:

@@ -173,7 +173,9 @@ class JaxBackend:
             weights: Any = targets
         else:
             weights = None if targets is None else _target_array(targets, dtype)
-        return _to_numpy(function(_as_dtype(inputs, dtype), split.params, weights))
+        gradient = function(_as_dtype(inputs, dtype), split.params, weights)
+        # A jax.Array of the compute dtype: NumPy takes it as it is, but for bfloat16.
+        return np.asarray(gradient) if dtype.kind == "f" else _to_numpy(gradient)
 
 
     def _gradient_function(self, model: Any, operator: Operator | None,
@@ -199,12 +201,12 @@ class JaxBackend:
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype JAX computes ``dtype`` inputs in (float64 -> float32 without x64)."""
-    import jax
-
     if dtype.kind == "f" and dtype.itemsize <= 4:
         return dtype  # jax_enable_x64 changes only 64-bit types
     if dtype.kind == "V" and dtype.name == "bfloat16":
         return dtype
+    import jax
+
     return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
 

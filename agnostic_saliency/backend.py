@@ -20,7 +20,10 @@ import numpy as np
 
 from agnostic_saliency.messages import SaliencyWarning
 
-__all__ = ["Backend", "CallOptions", "Operator", "OutputSelector", "outputs_to_numpy", "warn"]
+__all__ = [
+    "Backend", "CallOptions", "Operator", "OutputSelector", "gradient_dispatcher",
+    "outputs_to_numpy", "warn",
+]
 
 #: Whether the explain call running in this thread (or task) was made with strict=True.
 #: The explainer sets it around each call (``token = STRICT.set(...)``, then
@@ -83,6 +86,15 @@ class Backend(Protocol):
     :meth:`gradient` also takes class indices (see there), which lets a compiled
     framework gather the score instead of multiplying the output by one-hot rows
     (XLA runs the gather faster).
+
+    ``dispatch_gradient(model, inputs, targets, operator, options)``, for frameworks
+    that compute asynchronously (JAX), starts what :meth:`gradient` computes and
+    returns a function that waits for it and returns what :meth:`gradient` would.
+    The frontend then checks that the inputs are finite while the model runs, and
+    drops the result if they are not: a backend that has it declares that running
+    its models (``predict`` too) on inputs not yet checked changes nothing. It is
+    used only when the class that defines :meth:`gradient` defines it too (see
+    :func:`gradient_dispatcher`).
     """
 
     name: str
@@ -143,6 +155,36 @@ class Backend(Protocol):
             The gradient, same shape as ``inputs``.
         """
         ...
+
+
+def gradient_dispatcher(backend: object) -> Callable[..., Callable[[], Any]] | None:
+    """The backend's ``dispatch_gradient`` (see :class:`Backend`), or ``None``.
+
+    ``None`` also when the class that defines ``gradient`` does not define
+    ``dispatch_gradient`` (a subclass or wrapper that overrides ``gradient`` alone, to
+    record or change gradients) or when ``gradient`` is set on the instance: those
+    ``gradient`` methods keep being called.
+    """
+    kind = type(backend)
+    dispatches = _DISPATCHING.get(kind)
+    if dispatches is None:
+        if len(_DISPATCHING) >= 256:  # classes made on the fly: keep the cache bounded
+            _DISPATCHING.clear()
+        owner = _owner(kind, "dispatch_gradient")
+        dispatches = _DISPATCHING[kind] = owner is not None and owner is _owner(kind, "gradient")
+    if not dispatches or "gradient" in getattr(backend, "__dict__", ()):
+        return None
+    dispatch: Callable[..., Callable[[], Any]] = backend.dispatch_gradient  # type: ignore[attr-defined]
+    return dispatch
+
+
+#: Per backend class: whether it defines ``dispatch_gradient`` next to ``gradient``.
+_DISPATCHING: dict[type, bool] = {}
+
+
+def _owner(kind: type, name: str) -> type | None:
+    """The class of ``kind``'s MRO whose body defines ``name``."""
+    return next((base for base in kind.__mro__ if name in base.__dict__), None)
 
 
 def outputs_to_numpy(outputs: Any, is_tensor: Callable[[Any], bool],

@@ -9,13 +9,13 @@ channel axis and written into one output array.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency._inputs import FEW, as_input_array, resolve_channel_axis
+from agnostic_saliency._inputs import FEW, as_input_array, check_finite, resolve_channel_axis
 from agnostic_saliency._outputs import check_gradient, output_spec
 from agnostic_saliency._reduce import Reducer, check_reducer, is_image, reduce_channels
 from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
@@ -25,6 +25,7 @@ from agnostic_saliency.backend import (
     CallOptions,
     Operator,
     OutputSelector,
+    gradient_dispatcher,
     warn,
 )
 from agnostic_saliency.registry import resolve_backend
@@ -32,6 +33,8 @@ from agnostic_saliency.registry import resolve_backend
 __all__ = ["GradientExplainer"]
 
 _MAX_CACHED_SPECS = 64
+#: A backend's ``dispatch_gradient``: starts a gradient, returns the function that waits for it.
+Dispatch = Callable[..., Callable[[], Any]]
 _NO_SAMPLES = np.zeros(0, dtype=np.intp)
 _NO_SAMPLES.flags.writeable = False
 
@@ -131,8 +134,13 @@ class GradientExplainer:
         """
         token = STRICT.set(self.strict)  # warn() raises inside this call when strict
         try:
-            x = as_input_array(inputs, self.backend)
-            maps, run = self._compute(x, targets, sample_offset)
+            # A backend that computes asynchronously gets the inputs unchecked: the
+            # first gradient checks them while the backend computes it.
+            dispatch = gradient_dispatcher(self.backend)
+            x = as_input_array(inputs, self.backend, check=dispatch is None)
+            maps, run = self._compute(x, targets, sample_offset, dispatch)
+            if run.dispatch is not None:  # no gradient was computed (a method without any)
+                check_finite(x)
             dead = run.dead_samples()
             if dead.size:
                 self._report_zero_samples(dead)
@@ -140,14 +148,19 @@ class GradientExplainer:
             STRICT.reset(token)
         return maps, None if run.plan is None else run.plan.indices
 
-    def _compute(self, x: np.ndarray, targets: Any, sample_offset: int
-                 ) -> tuple[np.ndarray, _Run]:
-        """The maps of ``x``, and the run that made them (targets, dead samples)."""
+    def _compute(self, x: np.ndarray, targets: Any, sample_offset: int,
+                 dispatch: Dispatch | None = None) -> tuple[np.ndarray, _Run]:
+        """The maps of ``x``, and the run that made them (targets, dead samples).
+
+        ``dispatch`` (the backend's ``dispatch_gradient``) means that ``x`` is not
+        checked yet: the run's first gradient checks it.
+        """
         axis = self._channel_axis(x)
         if self.operator is None:
             run = _Run(self, x, axis, plan=self._plan(x, targets))
         else:
             run = _Run(self, x, axis, raw_targets=self._operator_targets(x, targets))
+        run.dispatch = dispatch
         run.state["sample_offset"] = sample_offset
         shape, dtype = self._map_shape(x, axis), _output_dtype(x.dtype)
         size = self._samples_per_chunk(len(x))
@@ -204,7 +217,7 @@ class GradientExplainer:
         if len(x) == 0:
             return TargetPlan(OutputSpec((1,)), indices=np.zeros(0, dtype=np.int64))
         if targets is None:
-            outputs = self.predict(x)
+            outputs = self._predict_array(x)
             spec = OutputSpec(outputs.shape[1:])
             if spec.single:
                 return TargetPlan(spec, indices=np.zeros(len(x), dtype=np.int64))
@@ -226,7 +239,10 @@ class GradientExplainer:
 
     def predict(self, inputs: Any) -> np.ndarray:
         """The model's outputs for ``inputs``, in batches, as NumPy."""
-        x = as_input_array(inputs, self.backend)
+        return self._predict_array(as_input_array(inputs, self.backend))
+
+    def _predict_array(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`predict` of an array already made by ``as_input_array``."""
         parts = []
         for rows in _chunks(len(x), self._samples_per_chunk(len(x))):
             outputs = self.backend.predict(self.model, x[rows], self.options)
@@ -260,6 +276,8 @@ class _Run:
         self._alive: np.ndarray | None = None
         #: Whether the backend takes class indices instead of one-hot weight rows.
         self.class_indices = bool(getattr(explainer.backend, "class_index_targets", False))
+        #: While the inputs are unchecked: the backend's ``dispatch_gradient``.
+        self.dispatch: Dispatch | None = None
 
     def gradient(self, points: np.ndarray, samples: np.ndarray | slice,
                  absolute: bool = False) -> np.ndarray:
@@ -279,12 +297,31 @@ class _Run:
             targets = self.raw_targets
         else:
             targets = self.raw_targets[samples]
-        gradient = explainer.backend.gradient(explainer.model, points, targets,
-                                              explainer.operator, explainer.options)
+        if self.dispatch is None:
+            gradient = explainer.backend.gradient(explainer.model, points, targets,
+                                                  explainer.operator, explainer.options)
+        else:
+            gradient = self._first_gradient(points, targets)
         gradient, nonzero = check_gradient(gradient, points.shape, explainer.backend.name,
                                            samples, absolute)
         self._note_alive(samples, nonzero)
         return gradient
+
+    def _first_gradient(self, points: np.ndarray, targets: Any) -> Any:
+        """Start the first gradient, check the inputs while it computes, then wait for it.
+
+        Non-finite inputs raise before any result is used, and before an error of
+        the backend (one the bad values may have caused), which stays attached.
+        """
+        explainer, dispatch = self.explainer, self.dispatch
+        assert dispatch is not None
+        try:
+            result = dispatch(explainer.model, points, targets, explainer.operator,
+                              explainer.options)
+        finally:
+            check_finite(self.x)
+            self.dispatch = None
+        return result()
 
     def _note_alive(self, samples: np.ndarray | slice, nonzero: np.ndarray | bool) -> None:
         """Record which of ``samples`` had a non-zero gradient."""

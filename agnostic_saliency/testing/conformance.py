@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from agnostic_saliency import Saliency, get_backend, list_backends
-from agnostic_saliency.backend import Backend, CallOptions
+from agnostic_saliency.backend import Backend, CallOptions, gradient_dispatcher
 from agnostic_saliency.testing.models import Dense, Layout, ModelSpec, make_spec
 from agnostic_saliency.testing.reference import NumpyModel
 
@@ -199,15 +199,29 @@ class BackendConformanceTests:
         np.testing.assert_allclose(gradient, numeric, rtol=tolerance, atol=tolerance)
 
     def test_raw_gradient_contract(self) -> None:
+        # gradient(), and dispatch_gradient()() where the backend has it, give NumPy.
         spec = self.spec("cnn")
         model, x = self.model(spec), self.inputs(spec)
         weights = np.random.default_rng(3).normal(size=(len(x), spec.n_outputs))
-        gradient = self.resolved_backend().gradient(model, x, weights.astype(np.float32), None,
-                                                    CallOptions())
-        assert isinstance(gradient, np.ndarray) and gradient.shape == x.shape
-        assert np.issubdtype(gradient.dtype, np.floating)
+        arguments = (model, x, weights.astype(np.float32), None, CallOptions())
+        backend = self.resolved_backend()
+        dispatch = gradient_dispatcher(backend)
+        gradients = [backend.gradient(*arguments)]
+        if dispatch is not None:
+            gradients.append(dispatch(*arguments)())
         expected = self.exact_gradient(spec, x, weights)
-        self.assert_close(gradient, expected, scale=float(np.abs(expected).max()))
+        for gradient in gradients:
+            assert isinstance(gradient, np.ndarray) and gradient.shape == x.shape
+            assert np.issubdtype(gradient.dtype, np.floating)
+            self.assert_close(gradient, expected, scale=float(np.abs(expected).max()))
+
+    @pytest.mark.parametrize("targets", [None, 1])
+    def test_non_finite_inputs_are_refused(self, targets: int | None) -> None:
+        spec = self.spec("cnn")
+        model, x = self.model(spec), self.inputs(spec)
+        x[2, 0, 0, 0], x[4, 1, 1, 0] = np.nan, -np.inf
+        with pytest.raises(ValueError, match=r"2 non-finite values \(first at sample 2"):
+            self.saliency(model).explain(x, targets)
 
     def test_targets_reach_the_backend_in_its_declared_form(self) -> None:
         # Class indices (N,) for a backend that declares `class_index_targets`, else

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import sys
 import weakref
+from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +162,17 @@ class JaxBackend:
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
                  options: CallOptions) -> np.ndarray:
+        return self.dispatch_gradient(model, inputs, targets, operator, options)()
+
+    def dispatch_gradient(self, model: Any, inputs: np.ndarray, targets: Any,
+                          operator: Operator | None, options: CallOptions
+                          ) -> Callable[[], np.ndarray]:
+        """Start :meth:`gradient`; return the function that waits for it (as NumPy).
+
+        JAX runs compiled functions asynchronously: meanwhile the frontend checks the
+        inputs. The compiled function is pure, so running it on inputs that turn out
+        to be non-finite changes nothing (nor does :meth:`predict`).
+        """
         split, function = self._gradient_function(model, operator, options.output_selector)
         check_training_mode(model, options, split, self._training_layers)
         dtype = _compute_dtype(inputs.dtype)
@@ -175,7 +188,7 @@ class JaxBackend:
             weights = None if targets is None else _target_array(targets, dtype)
         gradient = function(_as_dtype(inputs, dtype), split.params, weights)
         # A jax.Array of the compute dtype: NumPy takes it as it is, but for bfloat16.
-        return np.asarray(gradient) if dtype.kind == "f" else _to_numpy(gradient)
+        return partial(np.asarray if dtype.kind == "f" else _to_numpy, gradient)
 
 
     def _gradient_function(self, model: Any, operator: Operator | None,

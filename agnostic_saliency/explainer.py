@@ -319,8 +319,8 @@ class _Run:
             result = dispatch(explainer.model, points, targets, explainer.operator,
                               explainer.options)
         finally:
-            check_finite(self.x)
             self.dispatch = None
+            check_finite(self.x)
         return result()
 
     def _note_alive(self, samples: np.ndarray | slice, nonzero: np.ndarray | bool) -> None:

@@ -38,14 +38,14 @@ def as_input_array(inputs: Any, backend: Backend, check: bool = True) -> np.ndar
         For a missing batch axis or non-finite values.
     """
     array = inputs if isinstance(inputs, np.ndarray) else _convert(inputs, backend)
-    if array.dtype.kind != "f" and not _is_floating(array.dtype):
+    if not _is_floating(array.dtype):
         raise TypeError(messages.inputs_not_floating(array.dtype))
     if array.ndim < 2:
         raise ValueError(messages.inputs_without_batch_axis(array.shape))
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
-    if check and not all_finite(array):
-        _raise_not_finite(array)
+    if check:
+        check_finite(array)
     return array
 
 
@@ -66,11 +66,8 @@ def _is_floating(dtype: np.dtype) -> bool:
 
 def check_finite(array: np.ndarray) -> None:
     """Raise ``ValueError`` naming the count and first sample of non-finite values."""
-    if not all_finite(array):
-        _raise_not_finite(array)
-
-
-def _raise_not_finite(array: np.ndarray) -> None:
+    if all_finite(array):
+        return
     # bfloat16 has no isfinite loop; float32 holds its range.
     bad = ~np.isfinite(array if array.dtype.kind == "f" else array.astype(np.float32))
     count = int(bad.sum())
@@ -89,9 +86,8 @@ def all_finite(array: np.ndarray) -> bool:
     pays for its code being evicted, so one routine beats two cheaper ones); for
     16-bit floats a float64 sum.
     """
-    dtype = array.dtype
-    floating = dtype.kind == "f"
-    if floating and dtype.itemsize >= 4 and array.flags.c_contiguous:  # is_dot_ready
+    floating = array.dtype.kind == "f"
+    if is_dot_ready(array):
         if math.isfinite(np.vdot(array, array)):
             return True
     elif floating and array.size <= SMALL:  # the ufunc's reduce: no ndarray.all wrapper

@@ -21,7 +21,7 @@ import numpy as np
 from agnostic_saliency.messages import SaliencyWarning
 
 __all__ = [
-    "Backend", "CallOptions", "Operator", "OutputSelector", "gradient_dispatcher",
+    "Backend", "CallOptions", "Dispatch", "Operator", "OutputSelector", "gradient_dispatcher",
     "outputs_to_numpy", "warn",
 ]
 
@@ -37,6 +37,10 @@ Operator = Callable[[Any, Any, Any], Any]
 #: ``output_selector(outputs) -> tensor`` picks one tensor out of a model that
 #: returns a tuple, a dict or an output object.
 OutputSelector = Callable[[Any], Any]
+
+#: A backend's optional ``dispatch_gradient``: takes what ``gradient`` takes, starts
+#: it, and returns the function that waits for it and returns its result.
+Dispatch = Callable[..., Callable[[], Any]]
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ class Backend(Protocol):
         ...
 
 
-def gradient_dispatcher(backend: object) -> Callable[..., Callable[[], Any]] | None:
+def gradient_dispatcher(backend: object) -> Dispatch | None:
     """The backend's ``dispatch_gradient`` (see :class:`Backend`), or ``None``.
 
     ``None`` also when the class that defines ``gradient`` does not define
@@ -174,7 +178,7 @@ def gradient_dispatcher(backend: object) -> Callable[..., Callable[[], Any]] | N
         dispatches = _DISPATCHING[kind] = owner is not None and owner is _owner(kind, "gradient")
     if not dispatches or "gradient" in getattr(backend, "__dict__", ()):
         return None
-    dispatch: Callable[..., Callable[[], Any]] = backend.dispatch_gradient  # type: ignore[attr-defined]
+    dispatch: Dispatch = backend.dispatch_gradient  # type: ignore[attr-defined]
     return dispatch
 
 

@@ -9,7 +9,7 @@ channel axis and written into one output array.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from agnostic_saliency.backend import (
     STRICT,
     Backend,
     CallOptions,
+    Dispatch,
     Operator,
     OutputSelector,
     gradient_dispatcher,
@@ -33,8 +34,6 @@ from agnostic_saliency.registry import resolve_backend
 __all__ = ["GradientExplainer"]
 
 _MAX_CACHED_SPECS = 64
-#: A backend's ``dispatch_gradient``: starts a gradient, returns the function that waits for it.
-Dispatch = Callable[..., Callable[[], Any]]
 _NO_SAMPLES = np.zeros(0, dtype=np.intp)
 _NO_SAMPLES.flags.writeable = False
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,45 +91,75 @@ class TorchBackend:
         info = _model_info.info(model)
         _check_mode(model, options, info)
         device, dtype = _placement(model, inputs.dtype, info)
-        tensor = _as_tensor(inputs, device, dtype)
-        channels_last = info.prefers_channels_last(tensor)
+        tensor, shared = _input_tensor(inputs, device, dtype)
         runner = model if self._compiled is None else self._compiled.get(model)
-        try:
-            grad = _input_gradient(runner, tensor, targets, operator, options, channels_last)
-        except ValueError:
-            if not channels_last:
-                raise
-            # e.g. a forward that calls .view() on activations: retry in the plain layout.
-            grad = _input_gradient(runner, tensor, targets, operator, options, False)
-            _model_info.refuse_channels_last(model)
+        grad = _gradient(runner, model, _Feed(tensor, shared, info), targets, operator, options)
         return None if grad is None else _to_numpy(grad)
 
 
-def _input_gradient(model: Any, tensor: torch.Tensor, targets: Any, operator: Operator | None,
+@dataclass
+class _Feed:
+    """The inputs as a tensor, whether it is the caller's memory, and the model's info."""
+
+    tensor: torch.Tensor
+    shared: bool
+    info: _model_info.ModelInfo
+
+
+def _gradient(runner: Any, model: Any, feed: _Feed, targets: Any, operator: Operator | None,
+              options: CallOptions) -> torch.Tensor | None:
+    """Input gradient; retried once more for each thing a failed try teaches about the model."""
+    info = feed.info
+    channels_last = info.prefers_channels_last(feed.tensor)
+    try:
+        return _input_gradient(runner, feed, targets, operator, options, channels_last)
+    except (ValueError, RuntimeError) as error:
+        if feed.shared and info.changes_inputs is False and _changed_leaf(error):
+            info.changes_inputs = True  # autograd refused the change: nothing was written
+        elif channels_last and isinstance(error, ValueError):
+            # e.g. a forward that calls .view() on activations: retry in the plain layout.
+            _model_info.refuse_channels_last(model)
+        else:
+            raise
+    return _gradient(runner, model, feed, targets, operator, options)
+
+
+def _changed_leaf(error: BaseException) -> bool:
+    """Whether ``error`` (or its cause) is autograd refusing an in-place change of a leaf."""
+    cause = error.__cause__ if isinstance(error, ValueError) else error
+    return isinstance(cause, RuntimeError) and "leaf Variable that requires grad" in str(cause)
+
+
+def _input_gradient(model: Any, feed: _Feed, targets: Any, operator: Operator | None,
                     options: CallOptions, channels_last: bool) -> torch.Tensor | None:
-    """Gradient of the score with respect to a fresh leaf holding ``tensor``."""
+    """Gradient of the score with respect to a fresh leaf holding the inputs."""
     import torch
 
     if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
-        return _leaf_gradient(model, tensor, targets, operator, options, channels_last)
+        return _leaf_gradient(model, feed, feed.tensor, targets, operator, options,
+                              channels_last)
     with torch.inference_mode(False), torch.enable_grad():
+        tensor = feed.tensor
         if tensor.is_inference():  # made under the caller's inference_mode: cannot be a leaf
             tensor = tensor.clone()
-        return _leaf_gradient(model, tensor, targets, operator, options, channels_last)
+        return _leaf_gradient(model, feed, tensor, targets, operator, options, channels_last)
 
 
-def _leaf_gradient(model: Any, tensor: torch.Tensor, targets: Any, operator: Operator | None,
-                   options: CallOptions, channels_last: bool) -> torch.Tensor | None:
+def _leaf_gradient(model: Any, feed: _Feed, tensor: torch.Tensor, targets: Any,
+                   operator: Operator | None, options: CallOptions, channels_last: bool
+                   ) -> torch.Tensor | None:
     import torch
 
     leaf = tensor.detach().requires_grad_(True)
-    # The model gets a non-leaf copy, so in-place ops in its forward are allowed and
-    # never reach the caller's array; for convolutional models that copy is the
-    # channels-last one.
+    # In-place ops in the forward are allowed and never reach the caller's array: the
+    # model gets a copy (for convolutional models the channels-last one) until a call
+    # has shown that it leaves its input alone. Then it gets the leaf, which autograd
+    # keeps from being changed in place.
     x = leaf.contiguous(memory_format=torch.channels_last) if channels_last else leaf
-    if x is leaf:
+    if x is leaf and feed.shared and feed.info.changes_inputs is not False:
         x = leaf.clone()
     score = _score(model, x, targets, operator, options)
+    _note_changes(feed, x, leaf)
     if not score.requires_grad:  # nothing in the graph depends on the input
         return None
     try:
@@ -138,6 +169,21 @@ def _leaf_gradient(model: Any, tensor: torch.Tensor, targets: Any, operator: Ope
             raise RuntimeError(messages.cudnn_rnn_backward()) from error
         raise
     return grad
+
+
+def _note_changes(feed: _Feed, x: torch.Tensor, leaf: torch.Tensor) -> None:
+    """Learn from the forward whether the model changes its input in place.
+
+    A tensor's version counts in-place changes, those made under ``torch.no_grad``
+    included. A change of the caller's memory outside autograd is reported.
+    """
+    info = feed.info
+    if x is not leaf:
+        if info.changes_inputs is None:
+            info.changes_inputs = x._version > 0
+    elif leaf._version and feed.shared:
+        info.changes_inputs = True
+        warn(messages.inputs_changed_in_place(), stacklevel=6)
 
 
 def _check_mode(model: Any, options: CallOptions, info: _model_info.ModelInfo | None = None
@@ -176,7 +222,14 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
 
 
 def _as_tensor(inputs: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The inputs on the model's device and in its dtype, sharing memory where possible.
+    """The inputs on the model's device and in its dtype (see :func:`_input_tensor`)."""
+    return _input_tensor(inputs, device, dtype)[0]
+
+
+def _input_tensor(inputs: np.ndarray, device: torch.device, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, bool]:
+    """The inputs on the model's device and in its dtype, and whether the tensor
+    shares the caller's memory (it does where possible).
 
     Warns when the model's dtype differs from the inputs' (16-bit inputs are
     silently computed in the model's precision).
@@ -184,15 +237,16 @@ def _as_tensor(inputs: np.ndarray, device: torch.device, dtype: torch.dtype) -> 
     import torch
 
     bfloat16 = inputs.dtype.kind == "V" and inputs.dtype.name == "bfloat16"
-    if bfloat16 or not inputs.flags.writeable:
+    shared = not bfloat16 and inputs.flags.writeable
+    if not shared:
         inputs = inputs.astype(np.float32 if bfloat16 else inputs.dtype)
     tensor = torch.from_numpy(inputs)
     if tensor.dtype == dtype and device.type == "cpu":
-        return tensor
+        return tensor, shared
     if tensor.dtype != dtype and inputs.dtype.itemsize >= 4 and dtype.itemsize >= 4:
         warn(messages.dtype_cast(str(inputs.dtype), str(dtype).replace("torch.", "")),
              stacklevel=4)
-    return tensor.to(device=device, dtype=dtype)
+    return tensor.to(device=device, dtype=dtype), False
 
 
 def _forward(model: Any, x: torch.Tensor, options: CallOptions) -> Any:

@@ -67,6 +67,8 @@ class ModelInfo:
     channels_last: bool
     registrations: int
     entries: int
+    #: Whether the forward changes its input in place; ``None`` until a call tells.
+    changes_inputs: bool | None = None
 
     def prefers_channels_last(self, tensor: Any) -> bool:
         """Whether to feed the model a channels-last copy of ``tensor``."""

@@ -346,3 +346,16 @@ def test_compile_option_is_validated(value: Any) -> None:
 
     with pytest.raises(TypeError, match=r"TorchBackend\(compile=.*pass False, True, or a dict"):
         TorchBackend(compile=value)
+
+
+def test_a_model_explained_and_dropped_is_freed() -> None:
+    import gc
+    import weakref
+
+    model, x, _ = _cnn()
+    Saliency(model).explain(x, 1)
+    Saliency(model).explain(x[:, :, :, :5], 0)  # a second signature: the cache is still one entry
+    freed = weakref.ref(model)
+    del model
+    gc.collect()
+    assert freed() is None

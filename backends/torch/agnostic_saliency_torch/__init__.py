@@ -150,7 +150,7 @@ def _leaf_gradient(model: Any, feed: _Feed, tensor: torch.Tensor, targets: Any,
                    ) -> torch.Tensor | None:
     import torch
 
-    leaf = tensor.detach().requires_grad_(True)
+    leaf = tensor.requires_grad_(True)  # made for this call: a leaf of its own
     # In-place ops in the forward are allowed and never reach the caller's array: the
     # model gets a copy (for convolutional models the channels-last one) until a call
     # has shown that it leaves its input alone. Then it gets the leaf, which autograd
@@ -297,9 +297,11 @@ def _target_tensor(targets: np.ndarray, x: torch.Tensor) -> torch.Tensor:
 def _to_numpy(array: Any) -> np.ndarray:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(array, torch.Tensor):
-        if array.is_cpu and array.dtype in (torch.float32, torch.float64) \
-                and not (array.requires_grad or array.is_conj() or array.is_neg()):
-            return array.numpy()  # shares memory: a gradient is a fresh tensor
+        if array.is_cpu and array.dtype in (torch.float32, torch.float64):
+            try:  # shares memory: a gradient is a fresh tensor
+                return array.numpy()
+            except RuntimeError:  # it requires grad, or has its conjugate or negative bit set
+                pass
         tensor = array.detach()
         if tensor.dtype in (torch.float16, torch.bfloat16):
             tensor = tensor.float()

@@ -32,6 +32,15 @@ _infos: weakref.WeakKeyDictionary[Any, ModelInfo] = weakref.WeakKeyDictionary()
 _plain_layout: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+def _nothing() -> None:
+    return None
+
+
+#: Weak references to the model of the latest call and to its info: one tuple,
+#: replaced whole, so a reader never sees the model of one pair with the other's info.
+_last: tuple[Any, Any] = (_nothing, _nothing)
+
+
 class _Registrations:
     """How many modules, parameters and buffers were assigned in this process so far."""
 
@@ -60,15 +69,25 @@ class _Registrations:
 
 @dataclass
 class ModelInfo:
-    """Submodules (with names), parameters and buffers of a model, and its layout choice."""
+    """Submodules (with names), parameters and buffers of a model, and its layout choice.
 
-    modules: tuple[tuple[str, Any], ...]
+    The model itself is held weakly: an entry of the weakly keyed cache that held its
+    key would keep every model alive.
+    """
+
+    root: weakref.ref[Any]
+    submodules: tuple[tuple[str, Any], ...]
     tensors: tuple[Any, ...]
     channels_last: bool
     registrations: int
     entries: int
     #: Whether the forward changes its input in place; ``None`` until a call tells.
     changes_inputs: bool | None = None
+
+    @property
+    def modules(self) -> tuple[tuple[str, Any], ...]:
+        """Every module with its name, the model itself first (named ``""``)."""
+        return (("", self.root()), *self.submodules)
 
     def prefers_channels_last(self, tensor: Any) -> bool:
         """Whether to feed the model a channels-last copy of ``tensor``."""
@@ -81,17 +100,27 @@ class ModelInfo:
 
 def info(model: Any) -> ModelInfo:
     """The cached :class:`ModelInfo` of ``model``, rebuilt if its module tree changed."""
-    with _lock:
-        known = _infos.get(model)
+    global _last
+    last_model, last_info = _last
+    latest = last_model() is model  # the usual case, a loop over one model, skips the dict
+    if latest:
+        known = last_info()
+    else:
+        with _lock:
+            known = _infos.get(model)
     if known is not None and known.is_current():
+        if not latest:
+            _last = known.root, weakref.ref(known)
         return known
     import torch
 
     _Registrations.install()
     registrations = _Registrations.count  # read before the walk: a change during it rebuilds
     modules = tuple(model.named_modules())
+    root = weakref.ref(model)
     fresh = ModelInfo(
-        modules=modules,
+        root=root,
+        submodules=tuple(entry for entry in modules if entry[1] is not model),
         tensors=(*model.parameters(), *model.buffers()),
         channels_last=model not in _plain_layout
         and any(isinstance(module, torch.nn.Conv2d) for _, module in modules),
@@ -100,6 +129,7 @@ def info(model: Any) -> ModelInfo:
     )
     with _lock:
         _infos[model] = fresh
+    _last = root, weakref.ref(fresh)
     return fresh
 
 

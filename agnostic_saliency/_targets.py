@@ -116,8 +116,9 @@ def plan_targets(targets: Any, n: int, spec: OutputSpec) -> TargetPlan:
 
 
 def _as_indices(array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind in "iu":
-        return array.astype(np.int64)
+    """The targets as int64 class indices: the array itself when it already is one."""
+    if array.dtype.kind in "iu":  # uint64 beyond int64 wraps to negative: out of range
+        return array.astype(np.int64, copy=False)
     if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
         raise TypeError(messages.targets_not_integer(array.dtype))
     if np.issubdtype(array.dtype, np.integer):

@@ -121,7 +121,7 @@ class GradientExplainer:
             A new array: ``(N, H, W)`` for images with a reducer, else the inputs'
             shape. float32 for 16-bit inputs, else the inputs' dtype.
         """
-        return self.explain_with_targets(inputs, targets)[0]
+        return self._explain(inputs, targets, 0)[0]
 
     def explain_with_targets(self, inputs: Any, targets: Any = None, *, sample_offset: int = 0
                              ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -131,6 +131,18 @@ class GradientExplainer:
         ``sample_offset`` is the index of ``inputs[0]`` in a larger data set explained
         in pieces: seeded noise then continues as if the whole set were explained at once.
         """
+        maps, run = self._explain(inputs, targets, sample_offset)
+        if run.plan is None:
+            return maps, None
+        indices = run.plan.indices
+        # Integer targets are used as they are given: hand out a copy, not the caller's array.
+        if indices is not None and (indices is targets or indices.base is not None):
+            indices = indices.copy()
+        return maps, indices
+
+    def _explain(self, inputs: Any, targets: Any, sample_offset: int
+                 ) -> tuple[np.ndarray, _Run]:
+        """The maps of ``inputs`` and the run that made them."""
         token = STRICT.set(self.strict)  # warn() raises inside this call when strict
         try:
             # A backend that computes asynchronously gets the inputs unchecked: the
@@ -145,7 +157,7 @@ class GradientExplainer:
                 self._report_zero_samples(dead)
         finally:
             STRICT.reset(token)
-        return maps, None if run.plan is None else run.plan.indices
+        return maps, run
 
     def _compute(self, x: np.ndarray, targets: Any, sample_offset: int,
                  dispatch: Dispatch | None = None) -> tuple[np.ndarray, _Run]:

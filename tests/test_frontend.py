@@ -79,6 +79,21 @@ def test_predicted_targets_need_one_forward_pass_per_batch() -> None:
     np.testing.assert_allclose(maps, np.abs(_exact(model, x, used)).max(axis=-1), rtol=1e-5)
 
 
+def test_returned_class_indices_never_alias_the_given_targets() -> None:
+    model, x = _cnn(4)
+    given = np.array([2, 0, 1, 2], dtype=np.int64)
+    view = np.array([9, 2, 0, 1, 2, 9], dtype=np.int64)[1:5]
+    for targets in (given, view, given.astype(np.int32), [2, 0, 1, 2]):
+        _, used = Saliency(model, backend="reference").explain_with_targets(x, targets)
+        assert used is not None and used.dtype == np.int64
+        np.testing.assert_array_equal(used, [2, 0, 1, 2])
+        if isinstance(targets, np.ndarray):
+            assert not np.shares_memory(used, targets)
+        used[:] = 0  # the caller's targets stay as they were
+    np.testing.assert_array_equal(given, [2, 0, 1, 2])
+    np.testing.assert_array_equal(view, [2, 0, 1, 2])
+
+
 def test_empty_batch_never_calls_the_backend() -> None:
     model, x = _cnn(0)
     backend = CountingBackend()

@@ -72,6 +72,11 @@ class TargetPlan:
             return None
         return self.indices if ids is None else self.indices[ids]
 
+    def check_range(self) -> None:
+        """Raise ``ValueError`` for a class index outside the model's outputs."""
+        if self.indices is not None:
+            _check_range(self.indices, self.spec.n_outputs)
+
     def weights_for(self, ids: np.ndarray | slice | None, dtype: np.dtype) -> np.ndarray:
         """Output weights of the samples ``ids`` (indices, a slice, or ``None`` for
         every sample), of the output's shape, in ``dtype``."""
@@ -86,8 +91,12 @@ class TargetPlan:
         return spec.one_hot(indices, dtype)
 
 
-def plan_targets(targets: Any, n: int, spec: OutputSpec) -> TargetPlan:
+def plan_targets(targets: Any, n: int, spec: OutputSpec, check_range: bool = True
+                 ) -> TargetPlan:
     """Validate the given ``targets`` for ``n`` samples of a model with outputs ``spec``.
+
+    ``check_range=False`` leaves the range of class indices to the caller
+    (:meth:`TargetPlan.check_range`).
 
     Raises
     ------
@@ -111,7 +120,8 @@ def plan_targets(targets: Any, n: int, spec: OutputSpec) -> TargetPlan:
         indices = np.repeat(indices, n)
     elif len(indices) != n:
         raise ValueError(messages.targets_wrong_length(len(indices), n))
-    _check_range(indices, spec.n_outputs)
+    if check_range:
+        _check_range(indices, spec.n_outputs)
     return TargetPlan(spec, indices)
 
 

@@ -151,7 +151,7 @@ class GradientExplainer:
             x = as_input_array(inputs, self.backend, check=dispatch is None)
             maps, run = self._compute(x, targets, sample_offset, dispatch)
             if run.dispatch is not None:  # no gradient was computed (a method without any)
-                check_finite(x)
+                run.finish_checks()
             dead = run.dead_samples()
             if dead.size:
                 self._report_zero_samples(dead)
@@ -164,11 +164,15 @@ class GradientExplainer:
         """The maps of ``x``, and the run that made them (targets, dead samples).
 
         ``dispatch`` (the backend's ``dispatch_gradient``) means that ``x`` is not
-        checked yet: the run's first gradient checks it.
+        checked yet: the run's first gradient checks it, and the range of class
+        indices that the backend takes as they are.
         """
         axis = self._channel_axis(x)
         if self.operator is None:
-            run = _Run(self, x, axis, plan=self._plan(x, targets))
+            defer = dispatch is not None and bool(getattr(self.backend, "class_index_targets",
+                                                          False))
+            run = _Run(self, x, axis, plan=self._plan(x, targets, check_range=not defer))
+            run.plan_unchecked = defer
         else:
             run = _Run(self, x, axis, raw_targets=self._operator_targets(x, targets))
         run.dispatch = dispatch
@@ -223,8 +227,11 @@ class GradientExplainer:
             raise ValueError(messages.targets_wrong_length(len(array), len(x)))
         return array
 
-    def _plan(self, x: np.ndarray, targets: Any) -> TargetPlan:
-        """Resolve targets for the whole input (one forward pass if they are predicted)."""
+    def _plan(self, x: np.ndarray, targets: Any, check_range: bool = True) -> TargetPlan:
+        """Resolve targets for the whole input (one forward pass if they are predicted).
+
+        ``check_range=False`` leaves the range of given class indices unchecked.
+        """
         if len(x) == 0:
             return TargetPlan(OutputSpec((1,)), indices=np.zeros(0, dtype=np.int64))
         if targets is None:
@@ -233,7 +240,8 @@ class GradientExplainer:
             if spec.single:
                 return TargetPlan(spec, indices=np.zeros(len(x), dtype=np.int64))
             return TargetPlan(spec, indices=np.argmax(outputs, axis=1).astype(np.int64))
-        return plan_targets(self._targets_array(targets), len(x), self._output_spec(x))
+        return plan_targets(self._targets_array(targets), len(x), self._output_spec(x),
+                            check_range)
 
     def _output_spec(self, x: np.ndarray) -> OutputSpec:
         key = (x.shape[1:], x.dtype)
@@ -289,6 +297,8 @@ class _Run:
         self.class_indices = bool(getattr(explainer.backend, "class_index_targets", False))
         #: While the inputs are unchecked: the backend's ``dispatch_gradient``.
         self.dispatch: Dispatch | None = None
+        #: Whether the range of the plan's class indices is left to :meth:`finish_checks`.
+        self.plan_unchecked = False
 
     def gradient(self, points: np.ndarray, samples: np.ndarray | slice,
                  absolute: bool = False) -> np.ndarray:
@@ -321,8 +331,9 @@ class _Run:
     def _first_gradient(self, points: np.ndarray, targets: Any) -> Any:
         """Start the first gradient, check the inputs while it computes, then wait for it.
 
-        Non-finite inputs raise before any result is used, and before an error of
-        the backend (one the bad values may have caused), which stays attached.
+        Non-finite inputs and class indices out of range raise before any result is
+        used, and before an error of the backend (one the bad values may have
+        caused), which stays attached.
         """
         explainer, dispatch = self.explainer, self.dispatch
         assert dispatch is not None
@@ -330,9 +341,17 @@ class _Run:
             result = dispatch(explainer.model, points, targets, explainer.operator,
                               explainer.options)
         finally:
-            self.dispatch = None
-            check_finite(self.x)
+            self.finish_checks()
         return result()
+
+    def finish_checks(self) -> None:
+        """The checks left for the wait of the first gradient: the inputs are finite,
+        then the class indices are in range."""
+        self.dispatch = None
+        check_finite(self.x)
+        if self.plan_unchecked:
+            assert self.plan is not None
+            self.plan.check_range()
 
     def _note_alive(self, samples: np.ndarray | slice, nonzero: np.ndarray | bool) -> None:
         """Record which of ``samples`` had a non-zero gradient."""

@@ -89,6 +89,25 @@ def test_an_input_error_comes_before_the_backend_error_it_may_have_caused() -> N
     assert raised.value.__context__ is failure
 
 
+@pytest.mark.parametrize("bad", [3, -1, 2**40], ids=["above", "negative", "huge"])
+def test_class_indices_out_of_range_are_refused_and_the_result_is_never_used(bad: int) -> None:
+    model, x = _mlp_inputs()
+    targets = np.array([0, 2, bad, 1, 0])
+    backend = DispatchingBackend()
+    with pytest.raises(ValueError, match=rf"target {bad} out of range for a model with 3 "):
+        Saliency(model, backend=backend).explain(x, targets)
+    assert backend.log == ["dispatch"]  # started unchecked, checked before it is used
+    with pytest.raises(ValueError, match=rf"target {bad} out of range"):
+        Saliency(model, backend="reference").explain(x, targets)  # checked before the backend
+
+
+def test_an_input_error_comes_before_a_target_error() -> None:
+    model, x = _mlp_inputs()
+    x[1, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        Saliency(model, backend=DispatchingBackend()).explain(x, np.array([0, 2, 5, 1, 0]))
+
+
 def test_empty_inputs_need_no_gradient() -> None:
     model, x = _mlp_inputs()
     backend = DispatchingBackend()

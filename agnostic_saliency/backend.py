@@ -94,9 +94,10 @@ class Backend(Protocol):
     ``dispatch_gradient(model, inputs, targets, operator, options)``, for frameworks
     that compute asynchronously (JAX), starts what :meth:`gradient` computes and
     returns a function that waits for it and returns what :meth:`gradient` would.
-    The frontend then checks that the inputs are finite while the model runs, and
-    drops the result if they are not: a backend that has it declares that running
-    its models (``predict`` too) on inputs not yet checked changes nothing. It is
+    The frontend then checks that the inputs are finite (and the range of class
+    indices, with ``class_index_targets``) while the model runs, and drops the
+    result if they are not: a backend that has it declares that running its models
+    (``predict`` too) on inputs and indices not yet checked changes nothing. It is
     used only when the class that defines :meth:`gradient` defines it too (see
     :func:`gradient_dispatcher`).
     """

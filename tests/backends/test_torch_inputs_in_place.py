@@ -145,6 +145,19 @@ def test_a_late_no_grad_change_is_an_error_with_strict() -> None:
         explainer.explain(_inputs(), 0)
 
 
+def test_under_inference_mode_the_private_copy_is_changed_without_a_warning() -> None:
+    model = _Scaled(_mlp(), no_grad=True, armed=False)
+    x = _inputs()
+    original = x.copy()
+    explainer = Saliency(model)
+    explainer.explain(x, 0)  # learns that the model leaves its input alone
+    model.armed = True
+    with torch.inference_mode(), warnings_as_errors():
+        maps = explainer.explain(x, 0)  # an inference tensor: the leaf is a copy of it
+    np.testing.assert_array_equal(x, original)
+    np.testing.assert_allclose(maps, _exact_map(model.inner, 2 * x, 0), rtol=1e-5, atol=1e-7)
+
+
 class _OwnLeaf(torch.nn.Module):
     """Changes a leaf of its own in place: autograd's error is the model's bug."""
 

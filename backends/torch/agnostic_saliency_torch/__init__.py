@@ -136,21 +136,18 @@ def _input_gradient(model: Any, feed: _Feed, targets: Any, operator: Operator | 
     import torch
 
     if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
-        return _leaf_gradient(model, feed, feed.tensor, targets, operator, options,
-                              channels_last)
+        return _leaf_gradient(model, feed, targets, operator, options, channels_last)
     with torch.inference_mode(False), torch.enable_grad():
-        tensor = feed.tensor
-        if tensor.is_inference():  # made under the caller's inference_mode: cannot be a leaf
-            tensor = tensor.clone()
-        return _leaf_gradient(model, feed, tensor, targets, operator, options, channels_last)
+        if feed.tensor.is_inference():  # made under the caller's inference_mode: cannot be a leaf
+            feed = _Feed(feed.tensor.clone(), False, feed.info)
+        return _leaf_gradient(model, feed, targets, operator, options, channels_last)
 
 
-def _leaf_gradient(model: Any, feed: _Feed, tensor: torch.Tensor, targets: Any,
-                   operator: Operator | None, options: CallOptions, channels_last: bool
-                   ) -> torch.Tensor | None:
+def _leaf_gradient(model: Any, feed: _Feed, targets: Any, operator: Operator | None,
+                   options: CallOptions, channels_last: bool) -> torch.Tensor | None:
     import torch
 
-    leaf = tensor.requires_grad_(True)  # made for this call: a leaf of its own
+    leaf = feed.tensor.requires_grad_(True)  # made for this call: a leaf of its own
     # In-place ops in the forward are allowed and never reach the caller's array: the
     # model gets a copy (for convolutional models the channels-last one) until a call
     # has shown that it leaves its input alone. Then it gets the leaf, which autograd

@@ -99,14 +99,20 @@ def test_a_model_that_changes_its_input_always_gets_a_copy(no_grad: bool) -> Non
         np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-7)
 
 
+def _armed_after_a_call(no_grad: bool, strict: bool = False) -> tuple[_Scaled, Any]:
+    """A model whose in-place change starts after its explainer's first call (which
+    showed that it leaves its input alone), and that explainer."""
+    model = _Scaled(_mlp(), no_grad=no_grad, armed=False)
+    explainer = Saliency(model, strict=strict)
+    explainer.explain(_inputs(), 0)
+    model.armed = True
+    return model, explainer
+
+
 def test_an_autograd_change_that_starts_later_is_retried_on_a_copy() -> None:
-    model = _Scaled(_mlp(), no_grad=False, armed=False)
+    model, explainer = _armed_after_a_call(no_grad=False)
     x = _inputs()
     original = x.copy()
-    explainer = Saliency(model)
-    explainer.explain(x, 0)
-    explainer.explain(x, 0)  # on the caller's memory from now on
-    model.armed = True
     with warnings_as_errors():
         maps = explainer.explain(x, 0)  # autograd refuses the change: a retry on a copy
     np.testing.assert_array_equal(x, original)
@@ -118,12 +124,9 @@ def test_an_autograd_change_that_starts_later_is_retried_on_a_copy() -> None:
 
 
 def test_a_no_grad_change_that_starts_later_warns_once_then_gets_a_copy() -> None:
-    model = _Scaled(_mlp(), no_grad=True, armed=False)
+    model, explainer = _armed_after_a_call(no_grad=True)
     x = _inputs()
     original = x.copy()
-    explainer = Saliency(model)
-    explainer.explain(x, 0)
-    model.armed = True
     with pytest.warns(SaliencyWarning, match=r"changed its input in place outside autograd"
                                              r".*x = x.clone\(\)"):
         maps = explainer.explain(x, 0)
@@ -137,21 +140,15 @@ def test_a_no_grad_change_that_starts_later_warns_once_then_gets_a_copy() -> Non
 
 
 def test_a_late_no_grad_change_is_an_error_with_strict() -> None:
-    model = _Scaled(_mlp(), no_grad=True, armed=False)
-    explainer = Saliency(model, strict=True)
-    explainer.explain(_inputs(), 0)
-    model.armed = True
+    _, explainer = _armed_after_a_call(no_grad=True, strict=True)
     with pytest.raises(RuntimeError, match="changed its input in place.*strict=True"):
         explainer.explain(_inputs(), 0)
 
 
 def test_under_inference_mode_the_private_copy_is_changed_without_a_warning() -> None:
-    model = _Scaled(_mlp(), no_grad=True, armed=False)
+    model, explainer = _armed_after_a_call(no_grad=True)
     x = _inputs()
     original = x.copy()
-    explainer = Saliency(model)
-    explainer.explain(x, 0)  # learns that the model leaves its input alone
-    model.armed = True
     with torch.inference_mode(), warnings_as_errors():
         maps = explainer.explain(x, 0)  # an inference tensor: the leaf is a copy of it
     np.testing.assert_array_equal(x, original)

@@ -288,6 +288,27 @@ def test_model_that_cannot_take_channels_last_inputs_still_gets_exact_maps() -> 
         np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
 
 
+class _RegistersWhileRunning(_ViewFlatten):
+    """Registers a buffer in every forward: the model's cached info is stale after each."""
+
+    def forward(self, x: Any) -> Any:
+        self.register_buffer(f"call_{len(self._buffers)}", torch.zeros(1))
+        return super().forward(x)
+
+
+def test_a_model_that_changes_while_it_fails_on_channels_last_is_retried_once() -> None:
+    spec = make_spec("cnn_flatten", layout="channels_first")
+    sequential = build_torch(spec)
+    model = _RegistersWhileRunning(sequential[0], sequential[3]).eval()
+    x = np.random.default_rng(1).normal(size=(3, 2, 5, 4)).astype(np.float32)
+    expected = NumpyModel(spec.cast(np.float64)).input_gradient(
+        x.astype(np.float64), np.eye(3)[[0, 1, 2]])
+    maps = Saliency(model, reducer=None, absolute=False).explain(x, [0, 1, 2])
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
+    # One forward each: the output probe, the failed channels-last try, the plain retry.
+    assert len(model._buffers) == 3
+
+
 class _CudnnLikeFailure(torch.autograd.Function):
     """Fails in backward exactly as cuDNN's RNN does for a model in eval mode."""
 

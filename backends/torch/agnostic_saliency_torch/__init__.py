@@ -119,6 +119,7 @@ def _gradient(runner: Any, model: Any, feed: _Feed, targets: Any, operator: Oper
         elif channels_last and isinstance(error, ValueError):
             # e.g. a forward that calls .view() on activations: retry in the plain layout.
             _model_info.refuse_channels_last(model)
+            info.channels_last = False  # also if the forward made the model's info stale
         else:
             raise
     return _gradient(runner, model, feed, targets, operator, options)

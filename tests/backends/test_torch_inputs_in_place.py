@@ -56,10 +56,12 @@ class _Scaled(torch.nn.Module):
         super().__init__()
         self.inner, self.no_grad, self.armed = inner, no_grad, armed
         self.seen: list[int] = []  # address of each input the forward got
+        self.got_leaf: list[bool] = []  # per forward: whether it got the autograd leaf itself
         self.eval()
 
     def forward(self, x: Any) -> Any:
         self.seen.append(x.data_ptr())
+        self.got_leaf.append(x.requires_grad and x.is_leaf)
         if self.armed:
             if self.no_grad:
                 with torch.no_grad():
@@ -156,17 +158,30 @@ def test_under_inference_mode_the_private_copy_is_changed_without_a_warning() ->
 
 
 class _OwnLeaf(torch.nn.Module):
-    """Changes a leaf of its own in place: autograd's error is the model's bug."""
+    """Once ``armed``, changes a leaf of its own in place: autograd's error is the model's bug."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.calls = 0
+        self.eval()
 
     def forward(self, x: Any) -> Any:
+        self.calls += 1
         weight = torch.ones(x.shape[1], requires_grad=True)
-        weight.mul_(2.0)
+        if self.armed:
+            weight.mul_(2.0)
         return x * weight
 
 
-def test_an_in_place_error_of_the_model_itself_is_raised_not_retried_forever() -> None:
+def test_an_in_place_error_of_the_model_itself_is_raised_after_one_retry() -> None:
+    model = _OwnLeaf()
+    explainer = Saliency(model)
+    explainer.explain(_inputs(), 0)  # it leaves its input alone: the next call gets the leaf
+    model.armed, model.calls = True, 0
     with pytest.raises(ValueError, match="leaf Variable that requires grad"):
-        Saliency(_OwnLeaf().eval()).explain(_inputs(), 0)
+        explainer.explain(_inputs(), 0)
+    assert model.calls == 2  # on the leaf, then once more on a copy
 
 
 def test_inputs_the_backend_converts_are_never_copied_again() -> None:
@@ -175,6 +190,7 @@ def test_inputs_the_backend_converts_are_never_copied_again() -> None:
     original = x.copy()
     with pytest.warns(SaliencyWarning, match="cast to float32"):
         maps = Saliency(model).explain(x, 1)
+    assert model.got_leaf[-1]  # even on the first call: no copy of the cast tensor
     np.testing.assert_array_equal(x, original)
     np.testing.assert_allclose(maps, _exact_map(model.inner, 2 * x.astype(np.float32), 1),
                                rtol=1e-5, atol=1e-7)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -370,12 +372,10 @@ def test_compile_option_is_validated(value: Any) -> None:
 
 
 def test_a_model_explained_and_dropped_is_freed() -> None:
-    import gc
-    import weakref
 
     model, x, _ = _cnn()
     Saliency(model).explain(x, 1)
-    Saliency(model).explain(x[:, :, :, :5], 0)  # a second signature: the cache is still one entry
+    Saliency(model).explain(x[:, :, :, :5], 0)  # another input shape: nothing more is kept
     freed = weakref.ref(model)
     del model
     gc.collect()

@@ -372,7 +372,6 @@ def test_compile_option_is_validated(value: Any) -> None:
 
 
 def test_a_model_explained_and_dropped_is_freed() -> None:
-
     model, x, _ = _cnn()
     Saliency(model).explain(x, 1)
     Saliency(model).explain(x[:, :, :, :5], 0)  # another input shape: nothing more is kept

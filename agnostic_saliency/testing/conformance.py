@@ -17,11 +17,16 @@ Checks compare values, not only shapes: exact gradients of the model zoo in
 predictions, and invariants (targets, batching, layouts, dtypes, side effects).
 A check that a backend cannot pass goes into ``expected_failures`` with a reason;
 it then runs as a strict ``xfail``, so fixing it is noticed.
+
+Every check runs inside the backend's ``full_precision()`` when it has one, so a
+GPU's reduced-precision float32 math (TF32) does not blur the float32 tolerances;
+set ``use_full_precision = False`` to check a backend at its framework's defaults.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -51,6 +56,9 @@ class BackendConformanceTests:
         Tolerances of float32 comparisons.
     expected_failures
         ``{"test_name": "reason"}`` for checks known to fail, run as strict xfail.
+    use_full_precision
+        Whether each check runs inside the backend's ``full_precision()`` context
+        (where it has one): TF32 and similar reduced-precision math off.
     """
 
     layout: ClassVar[Layout] = "channels_last"
@@ -59,6 +67,7 @@ class BackendConformanceTests:
     rtol: ClassVar[float] = 1e-4
     atol: ClassVar[float] = 1e-6
     expected_failures: ClassVar[dict[str, str]] = {}
+    use_full_precision: ClassVar[bool] = True
 
     # --- to implement ---------------------------------------------------------------
 
@@ -82,6 +91,15 @@ class BackendConformanceTests:
         reason = self.expected_failures.get(name)
         if reason:
             request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+
+    @pytest.fixture(autouse=True)
+    def _full_precision(self) -> Iterator[None]:
+        full_precision = getattr(self.resolved_backend(), "full_precision", None)
+        if not (self.use_full_precision and callable(full_precision)):
+            yield
+            return
+        with full_precision():
+            yield
 
     def resolved_backend(self) -> Backend:
         backend = self.backend()

@@ -1,21 +1,69 @@
-"""JAX contenders: a plain function, an Equinox module and a Flax NNX module; native, PAIR."""
+"""JAX contenders: a plain function, an Equinox module and a Flax NNX module; native, PAIR.
+
+Everything runs on JAX's default device, the CPU or a GPU (``run.py --device``).
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 from _harness import Case, Contender, version, weights
 
-__all__ = ["contenders", "versions"]
+__all__ = ["check_device", "contenders", "versions"]
+
+#: JAX's name of the platform of each ``run.py --device``.
+PLATFORMS = {"cpu": "cpu", "cuda": "gpu"}
+#: What to do when JAX's default backend is not the one asked for.
+NEXT_STEPS = {
+    "cpu": "set JAX_PLATFORMS=cpu before JAX is imported (run.py does so for its child)",
+    "cuda": "install a CUDA build of JAX (e.g. jax[cuda13]) and leave JAX_PLATFORMS "
+            "unset, or use --device cpu",
+}
+
+
+def check_device(device: str) -> None:
+    """Exit with a message when JAX's default backend is not the platform of ``device``.
+
+    ``run.py`` sets ``JAX_PLATFORMS=cpu`` for ``--device cpu``; for ``--device cuda``
+    JAX must find a GPU by itself. Arrays then live on the default device.
+
+    Parameters
+    ----------
+    device : str
+        ``"cpu"`` or ``"cuda"``, as ``run.py --device`` takes it.
+
+    Raises
+    ------
+    SystemExit
+        When ``jax.default_backend()`` is not ``"cpu"``, respectively ``"gpu"``.
+    """
+    import jax
+
+    found = jax.default_backend()
+    if found != PLATFORMS[device]:
+        raise SystemExit(
+            f"--device {device}: JAX's default backend is {found!r}, not "
+            f"{PLATFORMS[device]!r} (devices: {', '.join(map(str, jax.devices()))}; "
+            f"JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r}): {NEXT_STEPS[device]}.")
 
 
 def versions() -> dict[str, str]:
+    """Versions of JAX, jaxlib, Flax, Equinox and PAIR saliency, and JAX's devices.
+
+    Returns
+    -------
+    dict of str to str
+        Distribution names to versions (``""`` when not installed), the devices, and
+        ``device_name``: the kind of the default device (``"cpu"`` or the GPU's name).
+    """
     import jax
 
     return {"jax": jax.__version__, "jaxlib": version("jaxlib"), "flax": version("flax"),
             "equinox": version("equinox"), "saliency": version("saliency"),
-            "jax_devices": ", ".join(str(device) for device in jax.devices())}
+            "jax_devices": ", ".join(str(device) for device in jax.devices()),
+            "device_name": jax.devices()[0].device_kind}
 
 
 def params(model: str) -> tuple[dict[str, list[Any]], tuple[int, ...]]:

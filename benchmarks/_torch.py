@@ -1,4 +1,7 @@
-"""PyTorch contenders: agnostic-saliency, hand-written native code, Captum, PAIR."""
+"""PyTorch contenders: agnostic-saliency, hand-written native code, Captum, PAIR.
+
+The model lives on the CPU or on a CUDA GPU (``run.py --device``); PAIR runs on the CPU only.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +11,72 @@ from typing import Any
 import numpy as np
 from _harness import Case, Contender, version, weights
 
-__all__ = ["contenders", "versions"]
+__all__ = ["check_device", "contenders", "versions"]
 
 
-def versions() -> dict[str, str]:
+def check_device(device: str) -> None:
+    """Exit with a message when ``device`` is ``"cuda"`` and PyTorch sees no CUDA device.
+
+    Parameters
+    ----------
+    device : str
+        ``"cpu"`` or ``"cuda"``, as ``run.py --device`` takes it.
+
+    Raises
+    ------
+    SystemExit
+        For ``"cuda"`` when ``torch.cuda.is_available()`` is false.
+    """
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        kind = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        raise SystemExit(
+            f"--device cuda: PyTorch {torch.__version__} ({kind}) sees no CUDA device "
+            "(torch.cuda.is_available() is False). Run on a machine with an NVIDIA GPU "
+            "and a CUDA build of PyTorch, or use --device cpu.")
+
+
+def versions(device: str = "cpu") -> dict[str, str]:
+    """Versions of PyTorch, Captum and PAIR saliency, and the GPU's name on ``"cuda"``.
+
+    Parameters
+    ----------
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    dict of str to str
+        Distribution names to versions (``""`` when not installed), the number of
+        threads, and for ``"cuda"`` the CUDA version and the device's name.
+    """
     import torch
 
     found = {"torch": torch.__version__, "torch_threads": str(torch.get_num_threads())}
     for name in ("captum", "saliency"):
         found[name] = version(name)
+    if device == "cuda":
+        found["torch_cuda"] = torch.version.cuda or ""
+        found["device_name"] = torch.cuda.get_device_name()
     return found
 
 
-def build(model: str) -> Any:
-    """The benchmark model in PyTorch, in eval mode, with the shared seeded weights."""
+def build(model: str, device: str = "cpu") -> Any:
+    """The benchmark model in PyTorch, in eval mode, with the shared seeded weights.
+
+    Parameters
+    ----------
+    model : str
+        ``"cnn"`` or ``"mlp"``.
+    device : str
+        Where its parameters live: ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        The model on ``device``.
+    """
     import torch
 
     spec = weights(model)
@@ -40,22 +95,41 @@ def build(model: str) -> Any:
         layers.append(dense)
         if index < len(spec.dense) - 1:
             layers.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*layers).eval()
+    return torch.nn.Sequential(*layers).to(device).eval()
 
 
-def contenders(case: Case, with_compile: bool = False) -> list[Contender]:
-    """The contenders of ``case``; the first is native code, the reference."""
+def contenders(case: Case, with_compile: bool = False, device: str = "cpu") -> list[Contender]:
+    """The contenders of ``case``; the first is native code, the reference.
+
+    Parameters
+    ----------
+    case : Case
+        The model, batch size and input shape.
+    with_compile : bool
+        Also time native code around ``torch.compile(model)`` and
+        ``TorchBackend(compile=True)``.
+    device : str
+        ``"cpu"`` or ``"cuda"``: where the model lives. Every contender starts from
+        the same NumPy inputs and returns NumPy maps, so on ``"cuda"`` the copies to
+        and from the GPU are timed, and the copy back waits for the GPU. PAIR
+        saliency, one sample per call, runs on ``"cpu"`` only.
+
+    Returns
+    -------
+    list of Contender
+        Native code first.
+    """
     import torch
 
     from agnostic_saliency import Saliency
 
-    model = build(case.model)
+    model = build(case.model, device)
     x_last, y = case.inputs()
     image = x_last.ndim == 4
     x = np.ascontiguousarray(x_last.transpose(0, 3, 1, 2)) if image else x_last
-    labels = torch.from_numpy(y)
+    labels = torch.from_numpy(y).to(device)
 
-    native = _native_saliency(model, x, labels, image)
+    native = _native_saliency(model, x, labels, image, device)
     explainer = Saliency(model)
 
     def ours() -> np.ndarray:
@@ -63,11 +137,11 @@ def contenders(case: Case, with_compile: bool = False) -> list[Contender]:
 
     found = [Contender("native", native), Contender("agnostic-saliency", ours)]
     if version("captum"):
-        found += _captum(model, x, labels, image)
-    if version("saliency"):
+        found += _captum(model, x, labels, image, device)
+    if version("saliency") and device == "cpu":
         found.append(_pair(model, x_last, y, image))
     if with_compile:
-        found.append(_compiled_native(model, x, labels, image))
+        found.append(_compiled_native(model, x, labels, image, device))
         found.append(_compiled_ours(model, x, y))
     return found
 
@@ -83,19 +157,29 @@ def _compiled_ours(model: Any, x: np.ndarray, y: np.ndarray) -> Contender:
                      note="TorchBackend(compile=True): torch.compile's defaults")
 
 
-def _captum(model: Any, x: np.ndarray, labels: Any, image: bool) -> list[Contender]:
+def _captum(model: Any, x: np.ndarray, labels: Any, image: bool, device: str = "cpu"
+            ) -> list[Contender]:
+    """Captum's Saliency on the NCHW tensor and, for images, on a channels-last one."""
     import torch
     from captum.attr import Saliency as CaptumSaliency
 
     captum = CaptumSaliency(model)
 
-    def run(layout: Any) -> np.ndarray:
+    def on_cpu(layout: Any) -> np.ndarray:
         tensor = torch.from_numpy(x)
         if layout is not None:
             tensor = tensor.contiguous(memory_format=layout)
         maps = captum.attribute(tensor, target=labels, abs=True)
         return (maps.amax(dim=1) if image else maps).detach().numpy()
 
+    def on_device(layout: Any) -> np.ndarray:
+        tensor = torch.from_numpy(x).to(device)
+        if layout is not None:
+            tensor = tensor.contiguous(memory_format=layout)
+        maps = captum.attribute(tensor, target=labels, abs=True)
+        return (maps.amax(dim=1) if image else maps).detach().cpu().numpy()
+
+    run = on_cpu if device == "cpu" else on_device
     found = [Contender("captum", lambda: run(None),
                        note="Saliency.attribute(abs=True) on the NCHW tensor, then amax")]
     if image:
@@ -133,18 +217,26 @@ def _pair(model: Any, x_last: np.ndarray, y: np.ndarray, image: bool) -> Contend
     return Contender("PAIR saliency", run, note="GradientSaliency.GetMask per sample")
 
 
-def _compiled_native(model: Any, x: np.ndarray, labels: Any, image: bool) -> Contender:
+def _compiled_native(model: Any, x: np.ndarray, labels: Any, image: bool,
+                     device: str = "cpu") -> Contender:
     """Native code around ``torch.compile(model)``; its first call includes the compilation."""
     import torch
 
-    run = _native_saliency(torch.compile(model), x, labels, image)
+    run = _native_saliency(torch.compile(model), x, labels, image, device)
     return Contender("native + torch.compile", run, note="torch.compile(model), default mode")
 
 
-def _native_saliency(model: Any, x: np.ndarray, labels: Any, image: bool
+def _native_saliency(model: Any, x: np.ndarray, labels: Any, image: bool, device: str = "cpu"
                      ) -> Callable[[], np.ndarray]:
-    """What an expert writes: channels-last input, autograd.grad w.r.t. the input."""
+    """What an expert writes: channels-last input, autograd.grad w.r.t. the input.
+
+    Off the CPU, :func:`_native_saliency_on_device`: the branch is taken here, once,
+    so the CPU's timed code holds no device copies and no test of the device.
+    """
     import torch
+
+    if device != "cpu":
+        return _native_saliency_on_device(model, x, labels, image, device)
 
     def run() -> np.ndarray:
         tensor = torch.from_numpy(x)
@@ -155,5 +247,26 @@ def _native_saliency(model: Any, x: np.ndarray, labels: Any, image: bool
         (grad,) = torch.autograd.grad(score, tensor)
         grad = grad.abs()
         return (grad.amax(dim=1) if image else grad).numpy()
+
+    return run
+
+
+def _native_saliency_on_device(model: Any, x: np.ndarray, labels: Any, image: bool,
+                               device: str) -> Callable[[], np.ndarray]:
+    """:func:`_native_saliency` on a GPU: the inputs copied there, the maps copied back.
+
+    ``.cpu()`` waits for the GPU, so a call's time is the whole computation.
+    """
+    import torch
+
+    def run() -> np.ndarray:
+        tensor = torch.from_numpy(x).to(device)
+        if image:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        tensor.requires_grad_(True)
+        score = model(tensor).gather(1, labels[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, tensor)
+        grad = grad.abs()
+        return (grad.amax(dim=1) if image else grad).cpu().numpy()
 
     return run

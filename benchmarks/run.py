@@ -4,13 +4,17 @@ Usage::
 
     python benchmarks/run.py [--quick] [--frameworks torch keras tensorflow jax]
                              [--cases cnn-32 mlp-256 cnn-1 mlp-1] [--rounds 20]
-                             [--torch-compile] [--out benchmarks/results]
+                             [--torch-compile] [--device cpu] [--out benchmarks/results]
 
 Each framework runs in its own process (no framework's thread pools compete with
 another's); inside it, every contender of a case is timed in interleaved rounds.
 The table gives medians (ms), interquartile ranges and the ratio to the fastest
-native code of the same framework; ``results.json`` holds every timing and the
-machine, and ``saliency_speed.png`` plots the ratios.
+native code of the same framework; ``results.json`` holds every timing, the machine
+and the device, and ``saliency_speed.png`` plots the ratios.
+
+``--device cuda`` times PyTorch and JAX on a GPU (the others are CPU only): every
+contender still starts from NumPy inputs and returns NumPy maps, so the copies to
+and from the GPU are part of each call, and the copy back waits for the GPU.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import CASES, agreement, machine, measure
 
 FRAMEWORKS = ("torch", "keras", "tensorflow", "jax")
+#: The frameworks that ``--device cuda`` times on a GPU.
+CUDA_FRAMEWORKS = ("torch", "jax")
 TITLES = {"torch": "PyTorch", "keras": "Keras 3 (TensorFlow backend)",
           "tensorflow": "TensorFlow (tf.Module)", "jax": "JAX"}
 #: Maps may differ from native code's by float32 rounding only.
@@ -40,15 +46,18 @@ TOLERANCE = 1e-4
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.child:
         return _child(args)
+    _check_device(parser, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
         "machine": machine(),
+        "device": args.device,
         "rounds": args.rounds,
         "frameworks": {},
     }
@@ -81,10 +90,33 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds each contender runs per round, at least (default 0.1)")
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time native PyTorch code around torch.compile(model)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where PyTorch and JAX compute (default cpu); cuda times "
+                             f"--frameworks {' '.join(CUDA_FRAMEWORKS)} only")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     return parser
+
+
+def _check_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through ``parser`` when ``--device cuda`` is asked of a CPU-only framework.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser of ``args``; its ``error`` prints the usage and exits with code 2.
+    args : argparse.Namespace
+        The parsed command line.
+    """
+    if args.device == "cpu":
+        return
+    others = [name for name in args.frameworks if name not in CUDA_FRAMEWORKS]
+    if others:
+        parser.error(f"--device {args.device} times {' and '.join(CUDA_FRAMEWORKS)} only "
+                     f"(TensorFlow and Keras run on the CPU), but --frameworks holds "
+                     f"{', '.join(others)}, and all four by default: pass --frameworks "
+                     f"{' '.join(CUDA_FRAMEWORKS)}, or one of them")
 
 
 def _settings(args: argparse.Namespace) -> tuple[int, float]:
@@ -98,12 +130,34 @@ def _run_child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
         path = Path(folder) / "result.json"
         command = [sys.executable, __file__, "--child", framework, "--json", str(path),
                    "--cases", *args.cases, "--rounds", str(_settings(args)[0]),
-                   "--min-block", str(_settings(args)[1])]
+                   "--min-block", str(_settings(args)[1]), "--device", args.device]
         if args.torch_compile:
             command.append("--torch-compile")
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        subprocess.run(command, check=True, env=env)
+        done = subprocess.run(command, check=False, env=_child_env(args.device))
+        if done.returncode:
+            raise SystemExit(f"run.py: the {TITLES[framework]} benchmark exited with code "
+                             f"{done.returncode}: its message is above")
         return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def _child_env(device: str) -> dict[str, str]:
+    """The environment of a child: Keras on TensorFlow, and on ``"cpu"`` JAX on the CPU.
+
+    Parameters
+    ----------
+    device : str
+        ``"cpu"`` or ``"cuda"``. On ``"cpu"``, ``JAX_PLATFORMS=cpu`` keeps JAX off a GPU
+        it would otherwise take by default; on ``"cuda"`` the caller's setting stays.
+
+    Returns
+    -------
+    dict of str to str
+        The caller's environment with these variables set.
+    """
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if device == "cpu":
+        env["JAX_PLATFORMS"] = "cpu"
+    return env
 
 
 def _child(args: argparse.Namespace) -> int:
@@ -111,12 +165,16 @@ def _child(args: argparse.Namespace) -> int:
     framework = args.child
     module = _framework_module(framework)
     rounds, block = _settings(args)
-    found: dict[str, Any] = {"versions": module.versions(), "cases": {}}
+    if framework in CUDA_FRAMEWORKS:
+        module.check_device(args.device)
+    versions = module.versions(args.device) if framework == "torch" else module.versions()
+    found: dict[str, Any] = {"versions": versions, "cases": {}}
     for case in CASES:
         if case.name not in args.cases:
             continue
         if framework == "torch":
-            contenders = module.contenders(case, with_compile=args.torch_compile)
+            contenders = module.contenders(case, with_compile=args.torch_compile,
+                                           device=args.device)
         elif framework in ("keras", "tensorflow"):
             contenders = module.contenders(case, framework)
         else:
@@ -159,7 +217,8 @@ def summary(results: dict[str, Any]) -> str:
 
     Targets: at most 1.05 × native at the large batches, 1.5 × at batch 1.
     """
-    lines = ["", "### Summary: agnostic-saliency's median over the other's", "",
+    lines = ["", f"### Summary on {results.get('device', 'cpu')}: "
+             "agnostic-saliency's median over the other's", "",
              "| framework | case | × native (target) | × Captum | × Xplique | × PAIR |",
              "|---|---|---:|---:|---:|---:|"]
     for key, framework in results["frameworks"].items():
@@ -183,7 +242,7 @@ def table(results: dict[str, Any]) -> str:
     """A Markdown table per framework: medians, IQR, ratio to native, first call, retraces."""
     lines = []
     for key, framework in results["frameworks"].items():
-        lines += ["", f"### {TITLES[key]}", "",
+        lines += ["", f"### {TITLES[key]} on {_device_label(results, framework)}", "",
                   "| case | contender | median ms | IQR ms | × native | first call ms "
                   "| retraces | max diff |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -197,6 +256,16 @@ def table(results: dict[str, Any]) -> str:
                     f"| {entry['first_call_ms']:.1f} | {'' if retraces is None else retraces} "
                     f"| {entry['max_difference']:.1e}{flag} |")
     return "\n".join(lines)
+
+
+def _device_label(results: dict[str, Any], framework: dict[str, Any]) -> str:
+    """``"cpu"``, or e.g. ``"cuda (NVIDIA H100 80GB HBM3)"`` from the child's versions.
+
+    Results written before ``--device`` existed hold no device: they were on the CPU.
+    """
+    device = results.get("device", "cpu")
+    name = framework["versions"].get("device_name", "")
+    return f"{device} ({name})" if device != "cpu" and name else device
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def _looks_like_probabilities(outputs: np.ndarray, spec: OutputSpec) -> bool:
 
 def check_gradient(
     gradient: Any, shape: tuple[int, ...], backend: str, samples: np.ndarray | slice,
-    absolute: bool = False,
+    absolute: bool = False, nonnegative: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | bool]:
     """Check that the backend's gradient is a finite float array of ``shape``.
 
@@ -55,6 +55,9 @@ def check_gradient(
     identically zero: the largest absolute value of each row (NaN and Inf
     propagate), or, for large signed gradients, the sum of squares of each row (a
     BLAS product, without the temporary array of absolute values).
+
+    ``nonnegative=True`` says that the gradient holds absolute values already (a
+    backend's magnitude map): each row's largest value is its peak.
 
     Returns
     -------
@@ -84,8 +87,8 @@ def check_gradient(
         # inputs (False for NaN; squares of tiny values that round to 0 go on below).
         if 0 < np.vdot(gradient, gradient) < math.inf:
             return (np.abs(gradient) if absolute else gradient), True
-    if absolute or gradient.size <= SMALL:
-        magnitude = np.abs(gradient)
+    if absolute or nonnegative or gradient.size <= SMALL:
+        magnitude = gradient if nonnegative else np.abs(gradient)
         rows = _rows(magnitude)
         peaks = np.maximum.reduce(rows, axis=1) if rows.shape[1] else np.zeros(len(rows))
         return (magnitude if absolute else gradient), _nonzero_rows(peaks, samples)

@@ -14,15 +14,15 @@ import warnings
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from agnostic_saliency.messages import SaliencyWarning
 
 __all__ = [
-    "Backend", "CallOptions", "Dispatch", "Operator", "OutputSelector", "gradient_dispatcher",
-    "outputs_to_numpy", "warn",
+    "MAGNITUDE_REDUCERS", "Backend", "CallOptions", "Dispatch", "Magnitude", "Operator",
+    "OutputSelector", "gradient_dispatcher", "outputs_to_numpy", "takes_magnitude", "warn",
 ]
 
 #: Whether the explain call running in this thread (or task) was made with strict=True.
@@ -41,6 +41,14 @@ OutputSelector = Callable[[Any], Any]
 #: A backend's optional ``dispatch_gradient``: takes what ``gradient`` takes, starts
 #: it, and returns the function that waits for it and returns its result.
 Dispatch = Callable[..., Callable[[], Any]]
+
+#: ``(reducer, channel_axis)``: what a backend with ``magnitude_maps`` returns instead
+#: of the signed gradient: ``reducer(|gradient|, axis=channel_axis)``, or ``|gradient|``
+#: itself when ``reducer`` is ``None``.
+Magnitude = tuple[Literal["max", "mean", "sum"] | None, int]
+
+#: The reductions a backend with ``magnitude_maps`` computes (NumPy's names).
+MAGNITUDE_REDUCERS = (None, "max", "mean", "sum")
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,17 @@ class Backend(Protocol):
     (``predict`` too) on inputs and indices not yet checked changes nothing. It is
     used only when the class that defines :meth:`gradient` defines it too (see
     :func:`gradient_dispatcher`).
+
+    ``magnitude_maps = True`` declares that :meth:`gradient` (and
+    ``dispatch_gradient``) also take a keyword ``magnitude=(reducer, channel_axis)``
+    (a :data:`Magnitude`) and then return ``reducer(|gradient|, axis=channel_axis)``
+    with ``reducer`` one of ``"max"``, ``"mean"``, ``"sum"`` (NumPy's functions), or
+    ``|gradient|`` for ``None``, as float32 or float64. The frontend asks for it when
+    a map needs no more than that (:class:`~agnostic_saliency.Saliency`), so that a
+    framework on a GPU copies the reduced map to the host instead of the whole
+    gradient, and NumPy does not make another pass over it. Like
+    ``dispatch_gradient``, it is used only when the class that defines
+    :meth:`gradient` declares it too (see :func:`takes_magnitude`).
     """
 
     name: str
@@ -170,21 +189,39 @@ def gradient_dispatcher(backend: object) -> Dispatch | None:
     record or change gradients) or when ``gradient`` is set on the instance: those
     ``gradient`` methods keep being called.
     """
-    kind = type(backend)
-    dispatches = _DISPATCHING.get(kind)
-    if dispatches is None:
-        if len(_DISPATCHING) >= 256:  # classes made on the fly: keep the cache bounded
-            _DISPATCHING.clear()
-        owner = _owner(kind, "dispatch_gradient")
-        dispatches = _DISPATCHING[kind] = owner is not None and owner is _owner(kind, "gradient")
-    if not dispatches or "gradient" in getattr(backend, "__dict__", ()):
+    if not _beside_gradient(backend, "dispatch_gradient"):
         return None
     dispatch: Dispatch = backend.dispatch_gradient  # type: ignore[attr-defined]
     return dispatch
 
 
-#: Per backend class: whether it defines ``dispatch_gradient`` next to ``gradient``.
-_DISPATCHING: dict[type, bool] = {}
+def takes_magnitude(backend: object) -> bool:
+    """Whether ``backend`` declares ``magnitude_maps`` (see :class:`Backend`).
+
+    False also where a subclass or wrapper overrides ``gradient`` without declaring
+    it, and where ``gradient`` is set on the instance, as for
+    :func:`gradient_dispatcher`.
+    """
+    return _beside_gradient(backend, "magnitude_maps") and \
+        bool(getattr(backend, "magnitude_maps", False))
+
+
+def _beside_gradient(backend: object, name: str) -> bool:
+    """Whether the class that defines ``backend.gradient`` defines ``name`` too, and
+    ``gradient`` is not set on the instance."""
+    kind = type(backend)
+    found = _BESIDE_GRADIENT.get((kind, name))
+    if found is None:
+        if len(_BESIDE_GRADIENT) >= 256:  # classes made on the fly: keep the cache bounded
+            _BESIDE_GRADIENT.clear()
+        owner = _owner(kind, name)
+        found = _BESIDE_GRADIENT[kind, name] = owner is not None and owner is _owner(
+            kind, "gradient")
+    return found and "gradient" not in getattr(backend, "__dict__", ())
+
+
+#: Per backend class and member name: whether the class defines it next to ``gradient``.
+_BESIDE_GRADIENT: dict[tuple[type, str], bool] = {}
 
 
 def _owner(kind: type, name: str) -> type | None:

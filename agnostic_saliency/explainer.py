@@ -10,23 +10,32 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency._inputs import FEW, as_input_array, check_finite, resolve_channel_axis
 from agnostic_saliency._outputs import check_gradient, output_spec
-from agnostic_saliency._reduce import Reducer, check_reducer, is_image, reduce_channels
+from agnostic_saliency._reduce import (
+    Reducer,
+    check_reducer,
+    is_image,
+    reduce_channels,
+    reduced_shape,
+)
 from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
 from agnostic_saliency.backend import (
+    MAGNITUDE_REDUCERS,
     STRICT,
     Backend,
     CallOptions,
     Dispatch,
+    Magnitude,
     Operator,
     OutputSelector,
     gradient_dispatcher,
+    takes_magnitude,
     warn,
 )
 from agnostic_saliency.registry import resolve_backend
@@ -299,13 +308,31 @@ class _Run:
         self.dispatch: Dispatch | None = None
         #: Whether the range of the plan's class indices is left to :meth:`finish_checks`.
         self.plan_unchecked = False
+        #: Whether the backend returns reduced absolute gradients when asked (``magnitude=``).
+        self.takes_magnitude = takes_magnitude(explainer.backend)
+
+    def magnitude(self, reducer: Reducer) -> Magnitude | None:
+        """What to ask the backend for to get ``reducer`` over ``|gradient|`` directly.
+
+        ``None`` where the backend cannot give it: then :meth:`gradient` returns the
+        gradient (or its absolute values) with the channels kept.
+        """
+        if not self.takes_magnitude:
+            return None
+        if not is_image(self.x.ndim):
+            return (None, self.channel_axis)
+        if reducer not in MAGNITUDE_REDUCERS:
+            return None
+        return cast(Magnitude, (reducer, self.channel_axis))
 
     def gradient(self, points: np.ndarray, samples: np.ndarray | slice,
-                 absolute: bool = False) -> np.ndarray:
+                 absolute: bool = False, magnitude: Magnitude | None = None) -> np.ndarray:
         """Signed gradient at ``points``, each explained with the target of ``samples``.
 
         ``absolute=True`` returns its absolute values instead (a new array; the check
-        of the gradient computes them anyway).
+        of the gradient computes them anyway). A ``magnitude`` from :meth:`magnitude`
+        returns what the backend computes for it: the absolute values, channels
+        reduced for images when it names a reducer.
         """
         explainer = self.explainer
         targets: Any
@@ -318,17 +345,24 @@ class _Run:
             targets = self.raw_targets
         else:
             targets = self.raw_targets[samples]
+        extra = {} if magnitude is None else {"magnitude": magnitude}
         if self.dispatch is None:
             gradient = explainer.backend.gradient(explainer.model, points, targets,
-                                                  explainer.operator, explainer.options)
+                                                  explainer.operator, explainer.options,
+                                                  **extra)
         else:
-            gradient = self._first_gradient(points, targets)
-        gradient, nonzero = check_gradient(gradient, points.shape, explainer.backend.name,
-                                           samples, absolute)
+            gradient = self._first_gradient(points, targets, extra)
+        if magnitude is None:
+            gradient, nonzero = check_gradient(gradient, points.shape, explainer.backend.name,
+                                               samples, absolute)
+        else:
+            shape = reduced_shape(points.shape, magnitude[1], magnitude[0])
+            gradient, nonzero = check_gradient(gradient, shape, explainer.backend.name,
+                                               samples, nonnegative=True)
         self._note_alive(samples, nonzero)
         return gradient
 
-    def _first_gradient(self, points: np.ndarray, targets: Any) -> Any:
+    def _first_gradient(self, points: np.ndarray, targets: Any, extra: dict[str, Any]) -> Any:
         """Start the first gradient, check the inputs while it computes, then wait for it.
 
         Non-finite inputs and class indices out of range raise before any result is
@@ -339,7 +373,7 @@ class _Run:
         assert dispatch is not None
         try:
             result = dispatch(explainer.model, points, targets, explainer.operator,
-                              explainer.options)
+                              explainer.options, **extra)
         finally:
             self.finish_checks()
         return result()

@@ -86,4 +86,6 @@ class Saliency(GradientExplainer):
         self.absolute = bool(definitions["absolute"])
 
     def _attribute(self, run: _Run, rows: slice) -> np.ndarray:
-        return run.gradient(run.x[rows], rows, absolute=self.absolute)
+        # A backend that can reduces |gradient| itself (on a GPU, before the copy back).
+        magnitude = run.magnitude(self.reducer) if self.absolute else None
+        return run.gradient(run.x[rows], rows, absolute=self.absolute, magnitude=magnitude)

@@ -94,3 +94,17 @@ class MutatesInputs(Mutant):
             inputs *= 1.0
             inputs += 1e-3
         return gradient
+
+
+class ReducesBeforeAbsolute(Mutant):
+    """Declares magnitude maps and takes the absolute value after the reduction."""
+
+    magnitude_maps = True
+
+    def gradient(self, model, inputs, targets, operator, options,  # type: ignore[no-untyped-def]
+                 magnitude=None):
+        exact = get_backend("reference").gradient(model, inputs, targets, operator, options)
+        if magnitude is None:
+            return exact
+        reducer, axis = magnitude
+        return np.abs(exact if reducer is None else getattr(np, reducer)(exact, axis=axis))

@@ -34,7 +34,13 @@ import numpy as np
 import pytest
 
 from agnostic_saliency import Saliency, get_backend, list_backends
-from agnostic_saliency.backend import Backend, CallOptions, gradient_dispatcher
+from agnostic_saliency.backend import (
+    MAGNITUDE_REDUCERS,
+    Backend,
+    CallOptions,
+    gradient_dispatcher,
+    takes_magnitude,
+)
 from agnostic_saliency.testing.models import Dense, Layout, ModelSpec, make_spec
 from agnostic_saliency.testing.reference import NumpyModel
 
@@ -232,6 +238,25 @@ class BackendConformanceTests:
             assert isinstance(gradient, np.ndarray) and gradient.shape == x.shape
             assert np.issubdtype(gradient.dtype, np.floating)
             self.assert_close(gradient, expected, scale=float(np.abs(expected).max()))
+        if takes_magnitude(backend):
+            self.check_magnitude_maps(arguments, expected)
+
+    def check_magnitude_maps(self, arguments: tuple[Any, ...], expected: np.ndarray) -> None:
+        """A backend with ``magnitude_maps`` returns ``reducer(|gradient|)`` when asked."""
+        backend: Any = self.resolved_backend()  # its gradient takes ``magnitude=``
+        dispatch = gradient_dispatcher(backend)
+        axis = self.channel_axis() % expected.ndim
+        for reducer in MAGNITUDE_REDUCERS:
+            magnitude = np.abs(expected)
+            if reducer is not None:
+                magnitude = getattr(np, reducer)(magnitude, axis=axis)
+            results = [backend.gradient(*arguments, magnitude=(reducer, axis))]
+            if dispatch is not None:
+                results.append(dispatch(*arguments, magnitude=(reducer, axis))())
+            for result in results:
+                assert isinstance(result, np.ndarray) and result.shape == magnitude.shape
+                assert np.issubdtype(result.dtype, np.floating)
+                self.assert_close(result, magnitude, scale=float(magnitude.max()))
 
     @pytest.mark.parametrize("targets", [None, 1])
     def test_non_finite_inputs_are_refused(self, targets: int | None) -> None:

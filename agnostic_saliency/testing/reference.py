@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency.backend import CallOptions, Magnitude, Operator
 from agnostic_saliency.testing.models import (
     Conv2D,
     Dense,
@@ -118,6 +118,7 @@ class ReferenceBackend:
     priority = 0
     channel_axis = -1
     class_index_targets = True
+    magnitude_maps = True
 
     def can_handle(self, model: Any) -> bool:
         return isinstance(model, NumpyModel)
@@ -130,7 +131,16 @@ class ReferenceBackend:
         return options.output_selector(outputs) if options.output_selector else outputs
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
-                 options: CallOptions) -> np.ndarray:
+                 options: CallOptions, magnitude: Magnitude | None = None) -> np.ndarray:
+        gradient = self._signed_gradient(model, inputs, targets, operator, options)
+        if magnitude is None:
+            return gradient
+        reducer, axis = magnitude
+        absolute = np.abs(gradient)
+        return absolute if reducer is None else getattr(np, reducer)(absolute, axis=axis)
+
+    def _signed_gradient(self, model: Any, inputs: np.ndarray, targets: Any,
+                         operator: Operator | None, options: CallOptions) -> np.ndarray:
         if operator is not None:
             return _operator_gradient(model, inputs, targets, operator)
         if np.asarray(targets).dtype.kind in "iu":  # class indices: one-hot rows

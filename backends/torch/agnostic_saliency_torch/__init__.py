@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy, warn
+from agnostic_saliency.backend import CallOptions, Magnitude, Operator, outputs_to_numpy, warn
 from agnostic_saliency_torch import _compiled, _loading, _model_info, _precision
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class TorchBackend:
     modules = ("torch",)
     priority = 0
     channel_axis = 1
+    magnitude_maps = True
 
     def __init__(self, compile: bool | Mapping[str, Any] = False) -> None:
         if not isinstance(compile, (bool, Mapping)):
@@ -87,14 +88,18 @@ class TorchBackend:
         return _outputs_to_numpy(outputs)
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
-                 options: CallOptions) -> np.ndarray | None:
+                 options: CallOptions, magnitude: Magnitude | None = None) -> np.ndarray | None:
+        """The input gradient (see :class:`agnostic_saliency.backend.Backend`); with
+        ``magnitude``, its absolute values reduced on the model's device."""
         info = _model_info.info(model)
         _check_mode(model, options, info)
         device, dtype = _placement(model, inputs.dtype, info)
         tensor, shared = _input_tensor(inputs, device, dtype)
         runner = model if self._compiled is None else self._compiled.get(model)
         grad = _gradient(runner, model, _Feed(tensor, shared, info), targets, operator, options)
-        return None if grad is None else _to_numpy(grad)
+        if grad is None:
+            return None
+        return _to_numpy(grad) if magnitude is None else _magnitude_to_numpy(grad, magnitude)
 
 
 @dataclass
@@ -305,6 +310,35 @@ def _to_numpy(array: Any) -> np.ndarray:
             tensor = tensor.float()
         return tensor.cpu().resolve_conj().resolve_neg().numpy()
     return np.asarray(array)
+
+
+def _magnitude_to_numpy(grad: torch.Tensor, magnitude: Magnitude) -> np.ndarray:
+    """``reducer(|grad|, axis)`` written into a new NumPy array.
+
+    Computed where ``grad`` is, so from a GPU only the reduced map is copied back.
+    """
+    import torch
+
+    reducer, axis = magnitude
+    dtype = grad.dtype if grad.dtype in (torch.float32, torch.float64) else torch.float32
+    shape = grad.shape if reducer is None else grad.shape[:axis] + grad.shape[axis + 1:]
+    result = np.empty(tuple(shape), dtype=np.float64 if dtype == torch.float64 else np.float32)
+    out = torch.from_numpy(result)
+    reduce = None if reducer is None else getattr(torch, _REDUCERS[reducer])
+    with torch.no_grad():
+        if grad.is_cpu and grad.dtype == dtype:  # straight into NumPy's memory
+            if reduce is None:
+                torch.abs(grad, out=out)
+            else:
+                reduce(grad.abs(), dim=axis, out=out)
+        else:  # reduced on the device, then one copy to the host
+            values = grad.abs()
+            out.copy_(values if reduce is None else reduce(values, dim=axis))
+    return result
+
+
+#: The torch function of each reducer of ``Magnitude``.
+_REDUCERS = {"max": "amax", "mean": "mean", "sum": "sum"}
 
 
 def _outputs_to_numpy(outputs: Any) -> Any:

@@ -224,6 +224,20 @@ def test_equal_shapes_compile_once(kind: str) -> None:
     assert backend.trace_count == 2
 
 
+def test_maps_reduced_in_the_program_compile_once_beside_the_signed_gradient() -> None:
+    spec, backend = make_spec("cnn"), JaxBackend()
+    model, x = build_function(spec), _inputs(spec)
+    with backend.full_precision():  # two programs: on a GPU, TF32 would round them apart
+        signed = _signed(model, backend).explain(x, 1)  # the plain gradient program
+        for _ in range(3):
+            maps = Saliency(model, backend=backend).explain(x, 1)  # |g| then max, in XLA
+        assert backend.trace_count == 2
+        unreduced = Saliency(model, backend=backend, reducer=None).explain(x, 1)
+    assert backend.trace_count == 2  # |g| alone comes from NumPy, off the plain program
+    np.testing.assert_allclose(maps, np.abs(signed).max(axis=-1), rtol=1e-6)
+    np.testing.assert_array_equal(unreduced, np.abs(signed))
+
+
 @each_kind
 def test_second_model_does_not_evict_the_first(kind: str) -> None:
     backend, specs = JaxBackend(), [make_spec("mlp"), make_spec("cnn")]

@@ -44,6 +44,7 @@ import numpy as np
 from agnostic_saliency import messages
 from agnostic_saliency.backend import (
     CallOptions,
+    Magnitude,
     Operator,
     OutputSelector,
     outputs_to_numpy,
@@ -78,6 +79,7 @@ class JaxBackend:
     priority = 0
     channel_axis = -1
     class_index_targets = True
+    magnitude_maps = True
 
     def __init__(self, cache_size: int = 32) -> None:
         self._cache = CompiledCache(cache_size)
@@ -87,7 +89,7 @@ class JaxBackend:
         # Active training layers per NNX module structure (a treedef or graphdef).
         self._training_layers = CompiledCache(cache_size)
         # The last immutable model explained, with its split and compiled function:
-        # (weak reference to the model, operator, selector, split, function).
+        # (weak reference to the model, operator, selector, magnitude, split, function).
         self._last: tuple[Any, ...] | None = None
 
     def __repr__(self) -> str:
@@ -161,19 +163,25 @@ class JaxBackend:
         return _outputs_to_numpy(outputs)
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
-                 options: CallOptions) -> np.ndarray:
-        return self.dispatch_gradient(model, inputs, targets, operator, options)()
+                 options: CallOptions, magnitude: Magnitude | None = None) -> np.ndarray:
+        """The input gradient (see :class:`agnostic_saliency.backend.Backend`); with
+        ``magnitude``, its absolute values reduced in the compiled program."""
+        return self.dispatch_gradient(model, inputs, targets, operator, options, magnitude)()
 
     def dispatch_gradient(self, model: Any, inputs: np.ndarray, targets: Any,
-                          operator: Operator | None, options: CallOptions
-                          ) -> Callable[[], np.ndarray]:
+                          operator: Operator | None, options: CallOptions,
+                          magnitude: Magnitude | None = None) -> Callable[[], np.ndarray]:
         """Start :meth:`gradient`; return the function that waits for it (as NumPy).
 
         JAX runs compiled functions asynchronously: meanwhile the frontend checks the
         inputs. The compiled function is pure, so running it on inputs that turn out
         to be non-finite changes nothing (nor does :meth:`predict`).
         """
-        split, function = self._gradient_function(model, operator, options.output_selector)
+        # |gradient| without a reduction comes from NumPy: a writable array, where XLA's
+        # result would be read-only and copied once more by the frontend.
+        unreduced = magnitude is not None and magnitude[0] is None
+        split, function = self._gradient_function(model, operator, options.output_selector,
+                                                  None if unreduced else magnitude)
         check_training_mode(model, options, split, self._training_layers)
         dtype = _compute_dtype(inputs.dtype)
         if dtype != inputs.dtype and inputs.dtype.itemsize >= 4:
@@ -188,28 +196,35 @@ class JaxBackend:
             weights = None if targets is None else _target_array(targets, dtype)
         gradient = function(_as_dtype(inputs, dtype), split.params, weights)
         # A jax.Array of the compute dtype: NumPy takes it as it is, but for bfloat16.
-        return partial(np.asarray if dtype.kind == "f" else _to_numpy, gradient)
-
+        convert = np.asarray if dtype.kind == "f" else _to_numpy
+        return partial(_absolute, convert, gradient) if unreduced else partial(convert, gradient)
 
     def _gradient_function(self, model: Any, operator: Operator | None,
-                           selector: OutputSelector | None) -> tuple[SplitModel, Any]:
+                           selector: OutputSelector | None, magnitude: Magnitude | None
+                           ) -> tuple[SplitModel, Any]:
         """The split of ``model`` and its compiled gradient function (cached)."""
         last = self._last
         if last is not None and last[0]() is model and last[1] is operator \
-                and last[2] is selector:  # repeated calls skip the split and the lookup
-            return last[3], last[4]
+                and last[2] is selector and last[3] == magnitude:
+            return last[4], last[5]  # repeated calls skip the split and the lookup
         split = split_model(model, self._cache.note_dead)
 
         def build() -> Any:
-            return make_gradient_function(split.rebuild, operator, selector, self._traces)
+            return make_gradient_function(split.rebuild, operator, selector, self._traces,
+                                          magnitude)
 
-        function = self._cache.get((split.key, operator, selector), build)
+        function = self._cache.get((split.key, operator, selector, magnitude), build)
         if split.immutable:
             try:
-                self._last = (weakref.ref(model), operator, selector, split, function)
+                self._last = (weakref.ref(model), operator, selector, magnitude, split,
+                              function)
             except TypeError:  # no weak references to this model: nothing remembered
                 self._last = None
         return split, function
+
+
+def _absolute(convert: Callable[[Any], np.ndarray], array: Any) -> np.ndarray:
+    return np.abs(convert(array))
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:

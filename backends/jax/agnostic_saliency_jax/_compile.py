@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import Operator, OutputSelector
+from agnostic_saliency.backend import Magnitude, Operator, OutputSelector
 from agnostic_saliency_jax._models import IdentityKey
 
 if TYPE_CHECKING:
@@ -135,6 +135,7 @@ def make_gradient_function(
     operator: Operator | None,
     selector: OutputSelector | None,
     counter: TraceCounter,
+    magnitude: Magnitude | None = None,
 ) -> CompiledFunction:
     """``jax.jit(jax.grad(score))`` with ``score(x, params, targets)`` a scalar.
 
@@ -150,6 +151,9 @@ def make_gradient_function(
         Applied to the raw output without an operator.
     counter
         Incremented on every trace.
+    magnitude
+        ``(reducer, axis)``: return ``reducer(|gradient|, axis)`` instead (``|gradient|``
+        for ``reducer=None``), computed in the same program.
 
     Returns
     -------
@@ -173,7 +177,16 @@ def make_gradient_function(
             return jnp.sum(jnp.take_along_axis(outputs, targets[:, None], axis=1))
         return jnp.sum(outputs * targets.astype(outputs.dtype))
 
-    return jax.jit(jax.grad(score))
+    gradient = jax.grad(score)
+    if magnitude is None:
+        return jax.jit(gradient)
+    reducer, axis = magnitude
+
+    def absolute(x: jax.Array, params: Any, targets: Any) -> jax.Array:
+        values = jnp.abs(gradient(x, params, targets))
+        return values if reducer is None else getattr(jnp, reducer)(values, axis=axis)
+
+    return jax.jit(absolute)
 
 
 def _operator_score(operator: Operator, model: Any, x: jax.Array, targets: Any) -> jax.Array:

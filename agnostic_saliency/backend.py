@@ -22,7 +22,7 @@ from agnostic_saliency.messages import SaliencyWarning
 
 __all__ = [
     "MAGNITUDE_REDUCERS", "Backend", "CallOptions", "Dispatch", "Magnitude", "Operator",
-    "OutputSelector", "gradient_dispatcher", "outputs_to_numpy", "takes_magnitude", "warn",
+    "OutputSelector", "gradient_dispatcher", "magnitude_reducers", "outputs_to_numpy", "warn",
 ]
 
 #: Whether the explain call running in this thread (or task) was made with strict=True.
@@ -47,7 +47,8 @@ Dispatch = Callable[..., Callable[[], Any]]
 #: itself when ``reducer`` is ``None``.
 Magnitude = tuple[Literal["max", "mean", "sum"] | None, int]
 
-#: The reductions a backend with ``magnitude_maps`` computes (NumPy's names).
+#: What a backend may list in ``magnitude_maps``: NumPy's names of the reductions, and
+#: ``None`` for ``|gradient|`` itself.
 MAGNITUDE_REDUCERS = (None, "max", "mean", "sum")
 
 
@@ -106,19 +107,20 @@ class Backend(Protocol):
     indices, with ``class_index_targets``) while the model runs, and drops the
     result if they are not: a backend that has it declares that running its models
     (``predict`` too) on inputs and indices not yet checked changes nothing. It is
-    used only when the class that defines :meth:`gradient` defines it too (see
+    used only when the class that defines :meth:`gradient`, or a subclass, defines it (see
     :func:`gradient_dispatcher`).
 
-    ``magnitude_maps = True`` declares that :meth:`gradient` (and
+    ``magnitude_maps = ("max", "mean", "sum")`` (a tuple of
+    :data:`MAGNITUDE_REDUCERS`) declares that :meth:`gradient` (and
     ``dispatch_gradient``) also take a keyword ``magnitude=(reducer, channel_axis)``
-    (a :data:`Magnitude`) and then return ``reducer(|gradient|, axis=channel_axis)``
-    with ``reducer`` one of ``"max"``, ``"mean"``, ``"sum"`` (NumPy's functions), or
-    ``|gradient|`` for ``None``, as float32 or float64. The frontend asks for it when
-    a map needs no more than that (:class:`~agnostic_saliency.Saliency`), so that a
-    framework on a GPU copies the reduced map to the host instead of the whole
-    gradient, and NumPy does not make another pass over it. Like
-    ``dispatch_gradient``, it is used only when the class that defines
-    :meth:`gradient` declares it too (see :func:`takes_magnitude`).
+    (a :data:`Magnitude`) for each listed ``reducer`` and then return
+    ``reducer(|gradient|, axis=channel_axis)`` (NumPy's functions), or ``|gradient|``
+    for ``None``, as float32 or float64. The frontend asks for it when a map needs no
+    more than that (:class:`~agnostic_saliency.Saliency`), so that a framework on a
+    GPU copies the reduced map to the host instead of the whole gradient, and NumPy
+    does not make another pass over it. Like ``dispatch_gradient``, it is used only
+    when the class that defines :meth:`gradient`, or a subclass, declares it (see
+    :func:`magnitude_reducers`).
     """
 
     name: str
@@ -184,10 +186,10 @@ class Backend(Protocol):
 def gradient_dispatcher(backend: object) -> Dispatch | None:
     """The backend's ``dispatch_gradient`` (see :class:`Backend`), or ``None``.
 
-    ``None`` also when the class that defines ``gradient`` does not define
-    ``dispatch_gradient`` (a subclass or wrapper that overrides ``gradient`` alone, to
-    record or change gradients) or when ``gradient`` is set on the instance: those
-    ``gradient`` methods keep being called.
+    ``None`` also when neither the class that defines ``gradient`` nor a subclass of
+    it defines ``dispatch_gradient`` (a subclass or wrapper that overrides ``gradient``
+    alone, to record or change gradients) or when ``gradient`` is set on the
+    instance: those ``gradient`` methods keep being called.
     """
     if not _beside_gradient(backend, "dispatch_gradient"):
         return None
@@ -195,32 +197,34 @@ def gradient_dispatcher(backend: object) -> Dispatch | None:
     return dispatch
 
 
-def takes_magnitude(backend: object) -> bool:
-    """Whether ``backend`` declares ``magnitude_maps`` (see :class:`Backend`).
+def magnitude_reducers(backend: object) -> tuple[str | None, ...]:
+    """The reducers ``backend`` declares in ``magnitude_maps`` (see :class:`Backend`).
 
-    False also where a subclass or wrapper overrides ``gradient`` without declaring
-    it, and where ``gradient`` is set on the instance, as for
+    Empty also where a subclass or wrapper overrides ``gradient`` without declaring
+    them, and where ``gradient`` is set on the instance, as for
     :func:`gradient_dispatcher`.
     """
-    return _beside_gradient(backend, "magnitude_maps") and \
-        bool(getattr(backend, "magnitude_maps", False))
+    if not _beside_gradient(backend, "magnitude_maps"):
+        return ()
+    return tuple(getattr(backend, "magnitude_maps", ()))
 
 
 def _beside_gradient(backend: object, name: str) -> bool:
-    """Whether the class that defines ``backend.gradient`` defines ``name`` too, and
-    ``gradient`` is not set on the instance."""
+    """Whether ``name`` is defined by the class that defines ``backend.gradient`` or by
+    a subclass of it, and ``gradient`` is not set on the instance."""
     kind = type(backend)
     found = _BESIDE_GRADIENT.get((kind, name))
     if found is None:
         if len(_BESIDE_GRADIENT) >= 256:  # classes made on the fly: keep the cache bounded
             _BESIDE_GRADIENT.clear()
-        owner = _owner(kind, name)
-        found = _BESIDE_GRADIENT[kind, name] = owner is not None and owner is _owner(
-            kind, "gradient")
+        owner, gradient_owner = _owner(kind, name), _owner(kind, "gradient")
+        found = owner is not None and gradient_owner is not None and issubclass(
+            owner, gradient_owner)
+        _BESIDE_GRADIENT[kind, name] = found
     return found and "gradient" not in getattr(backend, "__dict__", ())
 
 
-#: Per backend class and member name: whether the class defines it next to ``gradient``.
+#: Per backend class and member name: whether it is defined at or below ``gradient``.
 _BESIDE_GRADIENT: dict[tuple[type, str], bool] = {}
 
 

@@ -26,7 +26,6 @@ from agnostic_saliency._reduce import (
 )
 from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
 from agnostic_saliency.backend import (
-    MAGNITUDE_REDUCERS,
     STRICT,
     Backend,
     CallOptions,
@@ -35,7 +34,7 @@ from agnostic_saliency.backend import (
     Operator,
     OutputSelector,
     gradient_dispatcher,
-    takes_magnitude,
+    magnitude_reducers,
     warn,
 )
 from agnostic_saliency.registry import resolve_backend
@@ -308,8 +307,6 @@ class _Run:
         self.dispatch: Dispatch | None = None
         #: Whether the range of the plan's class indices is left to :meth:`finish_checks`.
         self.plan_unchecked = False
-        #: Whether the backend returns reduced absolute gradients when asked (``magnitude=``).
-        self.takes_magnitude = takes_magnitude(explainer.backend)
 
     def magnitude(self, reducer: Reducer) -> Magnitude | None:
         """What to ask the backend for to get ``reducer`` over ``|gradient|`` directly.
@@ -317,13 +314,13 @@ class _Run:
         ``None`` where the backend cannot give it: then :meth:`gradient` returns the
         gradient (or its absolute values) with the channels kept.
         """
-        if not self.takes_magnitude:
+        reducers = magnitude_reducers(self.explainer.backend)  # as late as dispatch's
+        if not reducers:
             return None
-        if not is_image(self.x.ndim):
-            return (None, self.channel_axis)
-        if reducer not in MAGNITUDE_REDUCERS:
+        wanted = reducer if is_image(self.x.ndim) else None  # only images are reduced
+        if wanted not in reducers:
             return None
-        return cast(Magnitude, (reducer, self.channel_axis))
+        return cast(Magnitude, (wanted, self.channel_axis))
 
     def gradient(self, points: np.ndarray, samples: np.ndarray | slice,
                  absolute: bool = False, magnitude: Magnitude | None = None) -> np.ndarray:
@@ -345,13 +342,15 @@ class _Run:
             targets = self.raw_targets
         else:
             targets = self.raw_targets[samples]
-        extra = {} if magnitude is None else {"magnitude": magnitude}
-        if self.dispatch is None:
+        if self.dispatch is not None:
+            gradient = self._first_gradient(points, targets, magnitude)
+        elif magnitude is None:
             gradient = explainer.backend.gradient(explainer.model, points, targets,
-                                                  explainer.operator, explainer.options,
-                                                  **extra)
+                                                  explainer.operator, explainer.options)
         else:
-            gradient = self._first_gradient(points, targets, extra)
+            backend: Any = explainer.backend  # its gradient takes ``magnitude=``
+            gradient = backend.gradient(explainer.model, points, targets, explainer.operator,
+                                        explainer.options, magnitude=magnitude)
         if magnitude is None:
             gradient, nonzero = check_gradient(gradient, points.shape, explainer.backend.name,
                                                samples, absolute)
@@ -362,7 +361,8 @@ class _Run:
         self._note_alive(samples, nonzero)
         return gradient
 
-    def _first_gradient(self, points: np.ndarray, targets: Any, extra: dict[str, Any]) -> Any:
+    def _first_gradient(self, points: np.ndarray, targets: Any, magnitude: Magnitude | None
+                        ) -> Any:
         """Start the first gradient, check the inputs while it computes, then wait for it.
 
         Non-finite inputs and class indices out of range raise before any result is
@@ -372,8 +372,12 @@ class _Run:
         explainer, dispatch = self.explainer, self.dispatch
         assert dispatch is not None
         try:
-            result = dispatch(explainer.model, points, targets, explainer.operator,
-                              explainer.options, **extra)
+            if magnitude is None:
+                result = dispatch(explainer.model, points, targets, explainer.operator,
+                                  explainer.options)
+            else:
+                result = dispatch(explainer.model, points, targets, explainer.operator,
+                                  explainer.options, magnitude=magnitude)
         finally:
             self.finish_checks()
         return result()

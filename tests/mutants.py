@@ -99,7 +99,7 @@ class MutatesInputs(Mutant):
 class ReducesBeforeAbsolute(Mutant):
     """Declares magnitude maps and takes the absolute value after the reduction."""
 
-    magnitude_maps = True
+    magnitude_maps = (None, "max", "mean", "sum")
 
     def gradient(self, model, inputs, targets, operator, options,  # type: ignore[no-untyped-def]
                  magnitude=None):

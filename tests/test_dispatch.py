@@ -157,3 +157,19 @@ def test_only_backends_that_define_both_methods_dispatch() -> None:
     backend = DispatchingBackend()
     assert gradient_dispatcher(backend) == backend.dispatch_gradient
     assert gradient_dispatcher(get_backend("reference")) is None
+
+
+class _DispatchLogged(DispatchingBackend):
+    """Defines ``dispatch_gradient`` below the class that defines ``gradient``."""
+
+    def dispatch_gradient(self, *args: Any) -> Callable[[], np.ndarray]:
+        self.log.append("subclass")
+        return super().dispatch_gradient(*args)
+
+
+def test_a_dispatch_defined_in_a_subclass_of_the_gradients_class_is_used() -> None:
+    model, x = _mlp_inputs()
+    backend = _DispatchLogged()
+    assert gradient_dispatcher(backend) == backend.dispatch_gradient
+    Saliency(model, backend=backend).explain(x, 1)
+    assert backend.log[:2] == ["subclass", "dispatch"]

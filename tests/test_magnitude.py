@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agnostic_saliency import IntegratedGradients, Saliency, SaliencyWarning, SmoothGrad
-from agnostic_saliency.backend import takes_magnitude
+from agnostic_saliency.backend import magnitude_reducers
 from agnostic_saliency.testing import NumpyModel, make_spec
 from agnostic_saliency.testing.reference import ReferenceBackend
 
@@ -18,7 +18,7 @@ class Recording(ReferenceBackend):
     """The reference backend, recording the ``magnitude`` of each gradient call."""
 
     name = "recording"
-    magnitude_maps = True  # declared again beside its own gradient
+    magnitude_maps = (None, "max", "mean", "sum")  # declared again beside its gradient
 
     def __init__(self) -> None:
         self.asked: list[Any] = []
@@ -32,7 +32,7 @@ class Recording(ReferenceBackend):
 class Corrupting(Recording):
     """Returns ``corrupt(magnitude map)`` for magnitude requests."""
 
-    magnitude_maps = True
+    magnitude_maps = (None, "max", "mean", "sum")
 
     def __init__(self, corrupt: Any) -> None:
         super().__init__()
@@ -108,14 +108,34 @@ def test_chunks_are_reduced_by_the_backend_and_written_in_place() -> None:
 
 
 def test_only_a_class_that_defines_gradient_and_declares_it_is_asked() -> None:
-    assert takes_magnitude(ReferenceBackend()) and takes_magnitude(Recording())
-    assert not takes_magnitude(SignedOnly())  # would fail with a TypeError if asked
+    assert magnitude_reducers(ReferenceBackend()) == magnitude_reducers(Recording())
+    assert magnitude_reducers(SignedOnly()) == ()  # would fail with a TypeError if asked
     patched = Recording()
     patched.gradient = lambda *args: ReferenceBackend().gradient(*args)  # type: ignore
-    assert not takes_magnitude(patched)
+    assert magnitude_reducers(patched) == ()
     model, x = _images(2)
     Saliency(model, backend=patched).explain(x, 0)
     assert patched.asked == []
+
+
+class ReducesOnly(Recording):
+    """Declares the reductions but not ``|gradient|`` alone (the JAX backend's choice)."""
+
+    magnitude_maps = ("max", "sum")
+
+
+@pytest.mark.parametrize(("kwargs", "asked"), [
+    ({}, ("max", 3)), ({"reducer": "sum"}, ("sum", 3)), ({"reducer": "mean"}, None),
+    ({"reducer": None}, None),
+])
+def test_only_the_declared_reductions_are_asked_for(kwargs: dict[str, Any], asked: Any
+                                                     ) -> None:
+    model, x = _images()
+    backend = ReducesOnly()
+    maps = Saliency(model, backend=backend, **kwargs).explain(x, 2)
+    assert backend.asked == [asked]
+    expected = Saliency(model, backend=SignedOnly(), **kwargs).explain(x, 2)
+    np.testing.assert_allclose(maps, expected, rtol=1e-6)
 
 
 def test_non_finite_magnitude_maps_are_refused_naming_the_sample() -> None:

@@ -118,7 +118,7 @@ class ReferenceBackend:
     priority = 0
     channel_axis = -1
     class_index_targets = True
-    magnitude_maps = True
+    magnitude_maps = (None, "max", "mean", "sum")
 
     def can_handle(self, model: Any) -> bool:
         return isinstance(model, NumpyModel)

@@ -79,7 +79,9 @@ class JaxBackend:
     priority = 0
     channel_axis = -1
     class_index_targets = True
-    magnitude_maps = True
+    # Reduced in the compiled program. Not |g| alone: XLA's result is read-only, and
+    # the frontend's copy of it costs what NumPy's absolute value does.
+    magnitude_maps = ("max", "mean", "sum")
 
     def __init__(self, cache_size: int = 32) -> None:
         self._cache = CompiledCache(cache_size)
@@ -177,11 +179,8 @@ class JaxBackend:
         inputs. The compiled function is pure, so running it on inputs that turn out
         to be non-finite changes nothing (nor does :meth:`predict`).
         """
-        # |gradient| without a reduction comes from NumPy: a writable array, where XLA's
-        # result would be read-only and copied once more by the frontend.
-        unreduced = magnitude is not None and magnitude[0] is None
         split, function = self._gradient_function(model, operator, options.output_selector,
-                                                  None if unreduced else magnitude)
+                                                  magnitude)
         check_training_mode(model, options, split, self._training_layers)
         dtype = _compute_dtype(inputs.dtype)
         if dtype != inputs.dtype and inputs.dtype.itemsize >= 4:
@@ -196,8 +195,7 @@ class JaxBackend:
             weights = None if targets is None else _target_array(targets, dtype)
         gradient = function(_as_dtype(inputs, dtype), split.params, weights)
         # A jax.Array of the compute dtype: NumPy takes it as it is, but for bfloat16.
-        convert = np.asarray if dtype.kind == "f" else _to_numpy
-        return partial(_absolute, convert, gradient) if unreduced else partial(convert, gradient)
+        return partial(np.asarray if dtype.kind == "f" else _to_numpy, gradient)
 
     def _gradient_function(self, model: Any, operator: Operator | None,
                            selector: OutputSelector | None, magnitude: Magnitude | None
@@ -221,10 +219,6 @@ class JaxBackend:
             except TypeError:  # no weak references to this model: nothing remembered
                 self._last = None
         return split, function
-
-
-def _absolute(convert: Callable[[Any], np.ndarray], array: Any) -> np.ndarray:
-    return np.abs(convert(array))
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:

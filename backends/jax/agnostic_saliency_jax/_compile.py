@@ -183,7 +183,7 @@ def make_gradient_function(
     reducer, axis = magnitude
 
     def absolute(x: jax.Array, params: Any, targets: Any) -> jax.Array:
-        values = jnp.abs(gradient(x, params, targets))
+        values = _at_least_float32(jnp.abs(gradient(x, params, targets)))  # 16-bit: sums
         return values if reducer is None else getattr(jnp, reducer)(values, axis=axis)
 
     return jax.jit(absolute)

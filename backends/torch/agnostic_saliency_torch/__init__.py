@@ -329,7 +329,7 @@ def _magnitude_to_numpy(grad: torch.Tensor, magnitude: Magnitude) -> np.ndarray:
     result = np.empty(tuple(shape), dtype=np.float64 if grad.dtype == torch.float64
                       else np.float32)
     out = torch.from_numpy(result)
-    values = grad.abs()
+    values = _upcast(grad.abs())  # 16-bit gradients are summed in float32
     if reducer is None:
         out.copy_(values)
     elif direct:

@@ -2,39 +2,33 @@
 
 An explainer validates the inputs and targets once in NumPy, then walks the
 batch in chunks; for each chunk the method (``_attribute``) asks the backend for
-input gradients and turns them into attributions, which are reduced over the
-channel axis and written into one output array.
+input gradients (through :class:`agnostic_saliency._run.Run`) and turns them into
+attributions, which are reduced over the channel axis (unless a backend with
+``magnitude_maps`` returned them reduced) and written into one output array.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency._inputs import FEW, as_input_array, check_finite, resolve_channel_axis
-from agnostic_saliency._outputs import check_gradient, output_spec
-from agnostic_saliency._reduce import (
-    Reducer,
-    check_reducer,
-    is_image,
-    reduce_channels,
-    reduced_shape,
-)
+from agnostic_saliency._inputs import as_input_array, resolve_channel_axis
+from agnostic_saliency._outputs import output_spec
+from agnostic_saliency._reduce import Reducer, check_reducer, is_image, reduce_channels
+from agnostic_saliency._run import Run
 from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
 from agnostic_saliency.backend import (
     STRICT,
     Backend,
     CallOptions,
     Dispatch,
-    Magnitude,
     Operator,
     OutputSelector,
     gradient_dispatcher,
-    magnitude_reducers,
     warn,
 )
 from agnostic_saliency.registry import resolve_backend
@@ -42,8 +36,6 @@ from agnostic_saliency.registry import resolve_backend
 __all__ = ["GradientExplainer"]
 
 _MAX_CACHED_SPECS = 64
-_NO_SAMPLES = np.zeros(0, dtype=np.intp)
-_NO_SAMPLES.flags.writeable = False
 
 
 class GradientExplainer:
@@ -149,7 +141,7 @@ class GradientExplainer:
         return maps, indices
 
     def _explain(self, inputs: Any, targets: Any, sample_offset: int
-                 ) -> tuple[np.ndarray, _Run]:
+                 ) -> tuple[np.ndarray, Run]:
         """The maps of ``inputs`` and the run that made them."""
         token = STRICT.set(self.strict)  # warn() raises inside this call when strict
         try:
@@ -168,7 +160,7 @@ class GradientExplainer:
         return maps, run
 
     def _compute(self, x: np.ndarray, targets: Any, sample_offset: int,
-                 dispatch: Dispatch | None = None) -> tuple[np.ndarray, _Run]:
+                 dispatch: Dispatch | None = None) -> tuple[np.ndarray, Run]:
         """The maps of ``x``, and the run that made them (targets, dead samples).
 
         ``dispatch`` (the backend's ``dispatch_gradient``) means that ``x`` is not
@@ -179,10 +171,10 @@ class GradientExplainer:
         if self.operator is None:
             defer = dispatch is not None and bool(getattr(self.backend, "class_index_targets",
                                                           False))
-            run = _Run(self, x, axis, plan=self._plan(x, targets, check_range=not defer))
+            run = Run(self, x, axis, plan=self._plan(x, targets, check_range=not defer))
             run.plan_unchecked = defer
         else:
-            run = _Run(self, x, axis, raw_targets=self._operator_targets(x, targets))
+            run = Run(self, x, axis, raw_targets=self._operator_targets(x, targets))
         run.dispatch = dispatch
         run.state["sample_offset"] = sample_offset
         shape, dtype = self._map_shape(x, axis), _output_dtype(x.dtype)
@@ -202,7 +194,7 @@ class GradientExplainer:
 
     # --- for subclasses -------------------------------------------------------------
 
-    def _attribute(self, run: _Run, rows: slice) -> np.ndarray:
+    def _attribute(self, run: Run, rows: slice) -> np.ndarray:
         """Attributions of the samples ``rows`` of the input, channels kept."""
         raise NotImplementedError
 
@@ -281,142 +273,6 @@ class GradientExplainer:
 
     def _report_zero_samples(self, samples: np.ndarray) -> None:
         warn(messages.zero_saliency(samples.tolist()), stacklevel=4)
-
-
-class _Run:
-    """State of one ``explain`` call: inputs, targets, and which samples had a gradient."""
-
-    def __init__(self, explainer: GradientExplainer, x: np.ndarray, channel_axis: int,
-                 plan: TargetPlan | None = None, raw_targets: np.ndarray | None = None) -> None:
-        self.explainer = explainer
-        self.x = x
-        self.channel_axis = channel_axis
-        #: Per-call state of a method (e.g. its noise generators), never shared across calls.
-        self.state: dict[str, Any] = {}
-        self.plan = plan
-        self.raw_targets = raw_targets
-        #: The rows of every sample: methods pass this very object for a single chunk.
-        self.everything = slice(0, len(x))
-        #: Whether every sample had a non-zero gradient in one call on all of them.
-        self._all_alive = False
-        #: Per sample, whether some gradient of it was non-zero; made on first need.
-        self._alive: np.ndarray | None = None
-        #: Whether the backend takes class indices instead of one-hot weight rows.
-        self.class_indices = bool(getattr(explainer.backend, "class_index_targets", False))
-        #: While the inputs are unchecked: the backend's ``dispatch_gradient``.
-        self.dispatch: Dispatch | None = None
-        #: Whether the range of the plan's class indices is left to :meth:`finish_checks`.
-        self.plan_unchecked = False
-
-    def magnitude(self, reducer: Reducer) -> Magnitude | None:
-        """What to ask the backend for to get ``reducer`` over ``|gradient|`` directly.
-
-        ``None`` where the backend cannot give it: then :meth:`gradient` returns the
-        gradient (or its absolute values) with the channels kept.
-        """
-        reducers = magnitude_reducers(self.explainer.backend)  # as late as dispatch's
-        if not reducers:
-            return None
-        wanted = reducer if is_image(self.x.ndim) else None  # only images are reduced
-        if wanted not in reducers:
-            return None
-        return cast(Magnitude, (wanted, self.channel_axis))
-
-    def gradient(self, points: np.ndarray, samples: np.ndarray | slice,
-                 absolute: bool = False, magnitude: Magnitude | None = None) -> np.ndarray:
-        """Signed gradient at ``points``, each explained with the target of ``samples``.
-
-        ``absolute=True`` returns its absolute values instead (a new array; the check
-        of the gradient computes them anyway). A ``magnitude`` from :meth:`magnitude`
-        returns what the backend computes for it: the absolute values, channels
-        reduced for images when it names a reducer.
-        """
-        explainer = self.explainer
-        targets: Any
-        if self.plan is not None:
-            ids = None if samples is self.everything else samples  # None: no indexing
-            targets = self.plan.class_indices_for(ids) if self.class_indices else None
-            if targets is None:
-                targets = self.plan.weights_for(ids, points.dtype)
-        elif self.raw_targets is None or self.raw_targets.ndim == 0:
-            targets = self.raw_targets
-        else:
-            targets = self.raw_targets[samples]
-        if self.dispatch is not None:
-            gradient = self._first_gradient(points, targets, magnitude)
-        elif magnitude is None:
-            gradient = explainer.backend.gradient(explainer.model, points, targets,
-                                                  explainer.operator, explainer.options)
-        else:
-            backend: Any = explainer.backend  # its gradient takes ``magnitude=``
-            gradient = backend.gradient(explainer.model, points, targets, explainer.operator,
-                                        explainer.options, magnitude=magnitude)
-        if magnitude is None:
-            gradient, nonzero = check_gradient(gradient, points.shape, explainer.backend.name,
-                                               samples, absolute)
-        else:
-            shape = reduced_shape(points.shape, magnitude[1], magnitude[0])
-            gradient, nonzero = check_gradient(gradient, shape, explainer.backend.name,
-                                               samples, nonnegative=True)
-        self._note_alive(samples, nonzero)
-        return gradient
-
-    def _first_gradient(self, points: np.ndarray, targets: Any, magnitude: Magnitude | None
-                        ) -> Any:
-        """Start the first gradient, check the inputs while it computes, then wait for it.
-
-        Non-finite inputs and class indices out of range raise before any result is
-        used, and before an error of the backend (one the bad values may have
-        caused), which stays attached.
-        """
-        explainer, dispatch = self.explainer, self.dispatch
-        assert dispatch is not None
-        try:
-            if magnitude is None:
-                result = dispatch(explainer.model, points, targets, explainer.operator,
-                                  explainer.options)
-            else:
-                result = dispatch(explainer.model, points, targets, explainer.operator,
-                                  explainer.options, magnitude=magnitude)
-        finally:
-            self.finish_checks()
-        return result()
-
-    def finish_checks(self) -> None:
-        """The checks left for the wait of the first gradient: the inputs are finite,
-        then the class indices are in range."""
-        self.dispatch = None
-        check_finite(self.x)
-        if self.plan_unchecked:
-            assert self.plan is not None
-            self.plan.check_range()
-
-    def _note_alive(self, samples: np.ndarray | slice, nonzero: np.ndarray | bool) -> None:
-        """Record which of ``samples`` had a non-zero gradient."""
-        if self._all_alive:
-            return
-        if nonzero is True and samples is self.everything:
-            self._all_alive = True  # the common case: one chunk, no array needed
-            return
-        if self._alive is None:
-            self._alive = np.zeros(len(self.x), dtype=bool)
-        if nonzero is True:
-            self._alive[samples] = True
-        elif isinstance(samples, slice):  # distinct samples
-            self._alive[samples] |= nonzero
-        else:  # a sample may come back several times (noisy copies, path points)
-            np.logical_or.at(self._alive, samples, nonzero)
-
-    def dead_samples(self) -> np.ndarray:
-        """Indices of the samples whose every gradient was identically zero."""
-        alive = self._alive
-        if self._all_alive or len(self.x) == 0:
-            return _NO_SAMPLES
-        if alive is None:
-            return np.arange(len(self.x))
-        if (False not in alive.tolist()) if len(alive) <= FEW else alive.all():
-            return _NO_SAMPLES
-        return np.flatnonzero(~alive)
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:

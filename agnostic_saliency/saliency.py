@@ -8,8 +8,9 @@ import numpy as np
 
 from agnostic_saliency._definitions import DEFAULT, resolve_definitions
 from agnostic_saliency._reduce import Reducer
+from agnostic_saliency._run import Run
 from agnostic_saliency.backend import Backend, Operator, OutputSelector
-from agnostic_saliency.explainer import GradientExplainer, _Run
+from agnostic_saliency.explainer import GradientExplainer
 
 __all__ = ["Saliency"]
 
@@ -85,7 +86,7 @@ class Saliency(GradientExplainer):
                          allow_training_mode=allow_training_mode, strict=strict)
         self.absolute = bool(definitions["absolute"])
 
-    def _attribute(self, run: _Run, rows: slice) -> np.ndarray:
+    def _attribute(self, run: Run, rows: slice) -> np.ndarray:
         # A backend that can reduces |gradient| itself (on a GPU, before the copy back).
         magnitude = run.magnitude(self.reducer) if self.absolute else None
         return run.gradient(run.x[rows], rows, absolute=self.absolute, magnitude=magnitude)

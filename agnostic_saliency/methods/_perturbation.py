@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from agnostic_saliency.explainer import GradientExplainer, _Run
+from agnostic_saliency._run import Run
+from agnostic_saliency.explainer import GradientExplainer
 
 __all__ = ["DEFAULT_POINTS", "PerturbationExplainer", "RunningMoments"]
 
@@ -35,7 +36,7 @@ class PerturbationExplainer(GradientExplainer):
     def _samples_per_chunk(self, n: int) -> int:
         return max(1, self._points_per_call(n) // self._count())
 
-    def _gradients_at(self, run: _Run, rows: slice, make_points: PointMaker
+    def _gradients_at(self, run: Run, rows: slice, make_points: PointMaker
                       ) -> Iterator[np.ndarray]:
         """Yield gradients of shape ``(samples, points, ...)``, chunk by chunk."""
         samples = rows.stop - rows.start

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency._definitions import DEFAULT, resolve_definitions
-from agnostic_saliency.explainer import GradientExplainer, _Run
+from agnostic_saliency._run import Run
+from agnostic_saliency.explainer import GradientExplainer
 
 __all__ = ["GradientInput"]
 
@@ -44,6 +45,6 @@ class GradientInput(GradientExplainer):
         super().__init__(model, reducer=definitions["reducer"], **options)
         self.absolute = bool(definitions["absolute"])
 
-    def _attribute(self, run: _Run, rows: slice) -> np.ndarray:
+    def _attribute(self, run: Run, rows: slice) -> np.ndarray:
         product = run.x[rows] * run.gradient(run.x[rows], rows)
         return np.abs(product) if self.absolute else product

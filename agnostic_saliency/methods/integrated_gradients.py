@@ -13,7 +13,7 @@ from agnostic_saliency._definitions import (
     check_positive,
     resolve_definitions,
 )
-from agnostic_saliency.explainer import _Run
+from agnostic_saliency._run import Run
 from agnostic_saliency.methods._perturbation import PerturbationExplainer
 
 __all__ = ["QUADRATURES", "IntegratedGradients", "quadrature"]
@@ -111,14 +111,14 @@ class IntegratedGradients(PerturbationExplainer):
     def _count(self) -> int:
         return self.steps
 
-    def _baseline(self, run: _Run) -> np.ndarray:
+    def _baseline(self, run: Run) -> np.ndarray:
         value = np.asarray(self.baseline_value, dtype=run.x.dtype)
         try:
             return np.broadcast_to(value, run.x.shape[1:])
         except ValueError:
             raise ValueError(messages.bad_baseline(value.shape, run.x.shape[1:])) from None
 
-    def _attribute(self, run: _Run, rows: slice) -> np.ndarray:
+    def _attribute(self, run: Run, rows: slice) -> np.ndarray:
         alphas, weights = quadrature(self.quadrature, self.steps)
         baseline = self._baseline(run)
         difference = run.x[rows] - baseline

@@ -19,7 +19,7 @@ from agnostic_saliency._definitions import (
     resolve_definitions,
 )
 from agnostic_saliency._reduce import is_image
-from agnostic_saliency.explainer import _Run
+from agnostic_saliency._run import Run
 from agnostic_saliency.methods._perturbation import PerturbationExplainer, RunningMoments
 
 __all__ = ["SmoothGrad", "SquareGrad", "VarGrad"]
@@ -61,7 +61,7 @@ class _NoisyExplainer(PerturbationExplainer):
     def _count(self) -> int:
         return self.nb_samples
 
-    def _noisy_points(self, run: _Run, rows: slice) -> Any:
+    def _noisy_points(self, run: Run, rows: slice) -> Any:
         if "entropy" not in run.state:
             run.state["entropy"] = (self.seed if self.seed is not None
                                     else np.random.SeedSequence().entropy)
@@ -74,7 +74,7 @@ class _NoisyExplainer(PerturbationExplainer):
 
         return make_points
 
-    def _noisy_copies(self, run: _Run, index: int, sample: np.ndarray, size: int) -> np.ndarray:
+    def _noisy_copies(self, run: Run, index: int, sample: np.ndarray, size: int) -> np.ndarray:
         generators = run.state["generators"]
         if index not in generators:
             stream = index + run.state["sample_offset"]
@@ -145,7 +145,7 @@ class SmoothGrad(_NoisyExplainer):
     def _presets(self) -> dict[str, dict[str, Any] | None]:
         return _SMOOTHGRAD_PRESETS
 
-    def _attribute(self, run: _Run, rows: slice) -> np.ndarray:
+    def _attribute(self, run: Run, rows: slice) -> np.ndarray:
         total: np.ndarray | float = 0.0
         for gradients in self._gradients_at(run, rows, self._noisy_points(run, rows)):
             if self.average == "absolute":
@@ -235,7 +235,7 @@ class VarGrad(_NoisyExplainer):
         self.ddof = check_choice("ddof", definitions["ddof"], (0, 1))
         check_positive("nb_samples", self.nb_samples, self.ddof + 1, True)
 
-    def _attribute(self, run: _Run, rows: slice) -> np.ndarray:
+    def _attribute(self, run: Run, rows: slice) -> np.ndarray:
         moments = RunningMoments()
         for gradients in self._gradients_at(run, rows, self._noisy_points(run, rows)):
             moments.update(np.abs(gradients) if self.variance_of == "absolute" else gradients)

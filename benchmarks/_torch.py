@@ -164,22 +164,15 @@ def _captum(model: Any, x: np.ndarray, labels: Any, image: bool, device: str = "
     from captum.attr import Saliency as CaptumSaliency
 
     captum = CaptumSaliency(model)
+    target = torch.device(device)  # on the CPU, .to(target) and .cpu() return the tensor
 
-    def on_cpu(layout: Any) -> np.ndarray:
-        tensor = torch.from_numpy(x)
-        if layout is not None:
-            tensor = tensor.contiguous(memory_format=layout)
-        maps = captum.attribute(tensor, target=labels, abs=True)
-        return (maps.amax(dim=1) if image else maps).detach().numpy()
-
-    def on_device(layout: Any) -> np.ndarray:
-        tensor = torch.from_numpy(x).to(device)
+    def run(layout: Any) -> np.ndarray:
+        tensor = torch.from_numpy(x).to(target)
         if layout is not None:
             tensor = tensor.contiguous(memory_format=layout)
         maps = captum.attribute(tensor, target=labels, abs=True)
         return (maps.amax(dim=1) if image else maps).detach().cpu().numpy()
 
-    run = on_cpu if device == "cpu" else on_device
     found = [Contender("captum", lambda: run(None),
                        note="Saliency.attribute(abs=True) on the NCHW tensor, then amax")]
     if image:
@@ -230,37 +223,16 @@ def _native_saliency(model: Any, x: np.ndarray, labels: Any, image: bool, device
                      ) -> Callable[[], np.ndarray]:
     """What an expert writes: channels-last input, autograd.grad w.r.t. the input.
 
-    Off the CPU, :func:`_native_saliency_on_device`: the branch is taken here, once,
-    so the CPU's timed code holds no device copies and no test of the device.
+    On a GPU the inputs are copied there and the map back; ``.cpu()`` waits for the
+    GPU, so a call's time is the whole computation. On the CPU both copies return
+    the tensor itself.
     """
     import torch
 
-    if device != "cpu":
-        return _native_saliency_on_device(model, x, labels, image, device)
+    target = torch.device(device)
 
     def run() -> np.ndarray:
-        tensor = torch.from_numpy(x)
-        if image:
-            tensor = tensor.contiguous(memory_format=torch.channels_last)
-        tensor.requires_grad_(True)
-        score = model(tensor).gather(1, labels[:, None]).sum()
-        (grad,) = torch.autograd.grad(score, tensor)
-        grad = grad.abs()
-        return (grad.amax(dim=1) if image else grad).numpy()
-
-    return run
-
-
-def _native_saliency_on_device(model: Any, x: np.ndarray, labels: Any, image: bool,
-                               device: str) -> Callable[[], np.ndarray]:
-    """:func:`_native_saliency` on a GPU: the inputs copied there, the maps copied back.
-
-    ``.cpu()`` waits for the GPU, so a call's time is the whole computation.
-    """
-    import torch
-
-    def run() -> np.ndarray:
-        tensor = torch.from_numpy(x).to(device)
+        tensor = torch.from_numpy(x).to(target)
         if image:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         tensor.requires_grad_(True)

@@ -1,8 +1,8 @@
 """Set-up of the GPU tests; each module here is marked ``gpu`` (see ``tests/conftest.py``).
 
 ``AGNOSTIC_SALIENCY_GPU_DEVICE`` names the PyTorch device (default ``cuda``);
-``cpu`` tries the tests' own logic on a machine without a GPU, where the checks
-of GPU memory, cuDNN and JAX's platform then fail.
+``cpu`` tries the tests' own logic on a machine without a GPU: there the three
+checks of GPU memory and of JAX's platform fail, and the one of two devices skips.
 """
 
 from __future__ import annotations

@@ -86,15 +86,13 @@ class Run:
             targets = self.raw_targets
         else:
             targets = self.raw_targets[samples]
+        extra = {} if magnitude is None else {"magnitude": magnitude}
         if self.dispatch is not None:
-            gradient = self._first_gradient(points, targets, magnitude)
-        elif magnitude is None:
-            gradient = explainer.backend.gradient(explainer.model, points, targets,
-                                                  explainer.operator, explainer.options)
+            gradient = self._first_gradient(points, targets, extra)
         else:
-            backend: Any = explainer.backend  # its gradient takes ``magnitude=``
-            gradient = backend.gradient(explainer.model, points, targets, explainer.operator,
-                                        explainer.options, magnitude=magnitude)
+            gradient = explainer.backend.gradient(explainer.model, points, targets,
+                                                  explainer.operator, explainer.options,
+                                                  **extra)
         if magnitude is None:
             gradient, nonzero = check_gradient(gradient, points.shape, explainer.backend.name,
                                                samples, absolute)
@@ -105,8 +103,7 @@ class Run:
         self._note_alive(samples, nonzero)
         return gradient
 
-    def _first_gradient(self, points: np.ndarray, targets: Any, magnitude: Magnitude | None
-                        ) -> Any:
+    def _first_gradient(self, points: np.ndarray, targets: Any, extra: dict[str, Any]) -> Any:
         """Start the first gradient, check the inputs while it computes, then wait for it.
 
         Non-finite inputs and class indices out of range raise before any result is
@@ -116,12 +113,8 @@ class Run:
         explainer, dispatch = self.explainer, self.dispatch
         assert dispatch is not None
         try:
-            if magnitude is None:
-                result = dispatch(explainer.model, points, targets, explainer.operator,
-                                  explainer.options)
-            else:
-                result = dispatch(explainer.model, points, targets, explainer.operator,
-                                  explainer.options, magnitude=magnitude)
+            result = dispatch(explainer.model, points, targets, explainer.operator,
+                              explainer.options, **extra)
         finally:
             self.finish_checks()
         return result()

@@ -14,6 +14,10 @@ from agnostic_saliency.backend import warn
 
 __all__ = ["check_gradient", "output_spec"]
 
+#: Vectors of ones per (row length, dtype), kept for :func:`_row_totals`.
+_ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
+_MAX_ONES = 16
+
 
 def output_spec(outputs: Any, n: int) -> OutputSpec:
     """Describe a model output for a batch of ``n``; refuse anything but ``(N,)``/``(N, C)``.
@@ -52,12 +56,12 @@ def check_gradient(
     ``samples`` gives, for each row of the gradient, the index of the input sample it
     belongs to (an array, or a slice of consecutive samples); messages name those.
     One pass over the gradient checks every value and finds the rows that are not
-    identically zero: the largest absolute value of each row (NaN and Inf
+    identically zero: the sum of each row's absolute values (NaN and Inf
     propagate), or, for large signed gradients, the sum of squares of each row (a
     BLAS product, without the temporary array of absolute values).
 
     ``nonnegative=True`` says that the gradient holds absolute values already (a
-    backend's magnitude map): each row's largest value is its peak.
+    backend's magnitude map): its rows are summed as they are.
 
     Returns
     -------
@@ -90,8 +94,7 @@ def check_gradient(
     if absolute or nonnegative or gradient.size <= SMALL:
         magnitude = gradient if nonnegative else np.abs(gradient)
         rows = _rows(magnitude)
-        peaks = np.maximum.reduce(rows, axis=1) if rows.shape[1] else np.zeros(len(rows))
-        return (magnitude if absolute else gradient), _nonzero_rows(peaks, samples)
+        return (magnitude if absolute else gradient), _nonzero_rows(rows, samples)
     rows = _rows(gradient)
     squares = _row_squares(rows)
     if squares.size and 0 < np.minimum.reduce(squares) and np.maximum.reduce(squares) < np.inf:
@@ -107,18 +110,53 @@ def check_gradient(
     return gradient, nonzero
 
 
-def _nonzero_rows(peaks: np.ndarray, samples: np.ndarray | slice) -> np.ndarray | bool:
-    """Rows whose largest absolute value is not 0 (``True``: all); raise for NaN or Inf."""
-    if len(peaks) <= FEW:  # Python compares a few numbers faster than NumPy calls do
-        values = peaks.tolist()
+def _nonzero_rows(rows: np.ndarray, samples: np.ndarray | slice) -> np.ndarray | bool:
+    """Rows of ``rows`` (absolute values) that are not all 0 (``True``: all); raise
+    for NaN or Inf.
+
+    Each row's total says it: a total of values that are not negative is 0 only
+    when they all are, and NaN or Inf when one of them is (or when finite values
+    overflow: those rows are looked at exactly).
+    """
+    totals = _row_totals(rows)
+    if len(totals) <= FEW:  # Python compares a few numbers faster than NumPy calls do
+        values = totals.tolist()
         if math.isfinite(sum(values)) and min(values, default=1) > 0:  # NaN: the sum is NaN
             return True
-    elif 0 < np.minimum.reduce(peaks) and np.maximum.reduce(peaks) < np.inf:  # False for NaN
+    elif 0 < np.minimum.reduce(totals) and np.maximum.reduce(totals) < np.inf:  # False for NaN
         return True
-    finite = np.isfinite(peaks)
+    finite = np.isfinite(totals)
     if not finite.all():
-        _raise_not_finite(np.flatnonzero(~finite), samples)
-    return peaks > 0
+        unsure = np.flatnonzero(~finite)
+        bad = unsure[~np.isfinite(rows[unsure]).all(axis=1)]
+        if bad.size:
+            _raise_not_finite(bad, samples)
+    nonzero = totals > 0
+    if not nonzero.all():  # e.g. a backend's negative values: look at those rows exactly
+        doubtful = np.flatnonzero(~nonzero)
+        nonzero[doubtful] = rows[doubtful].any(axis=1)
+    return nonzero
+
+
+def _row_totals(rows: np.ndarray) -> np.ndarray:
+    """Per row, a number that is positive and finite when the row (of values that
+    are not negative) is finite and not all 0: its sum, as one BLAS matrix-vector
+    product where the layout allows (measured 55 against 92 µs for the largest
+    value of 256 rows of 784 just computed), else its largest value."""
+    if not rows.shape[1]:
+        return np.zeros(len(rows))
+    if not is_dot_ready(rows):
+        return np.maximum.reduce(rows, axis=1)
+    key = (rows.shape[1], rows.dtype)
+    ones = _ONES.get(key)
+    if ones is None:
+        if len(_ONES) >= _MAX_ONES:
+            _ONES.clear()
+        ones = np.ones(rows.shape[1], dtype=rows.dtype)
+        ones.flags.writeable = False
+        _ONES[key] = ones
+    with np.errstate(all="ignore"):
+        return np.dot(rows, ones)
 
 
 def _raise_not_finite(bad: np.ndarray, samples: np.ndarray | slice) -> None:

@@ -297,7 +297,9 @@ def test_float16_inputs_give_float32_maps() -> None:
 # --- backend answers -------------------------------------------------------------------
 
 
-class _Answering:
+class AnsweringBackend:
+    """The reference backend, but ``gradient`` returns ``answer(inputs)``."""
+
     def __init__(self, answer: Any) -> None:
         self.answer = answer
 
@@ -319,7 +321,7 @@ class _Answering:
 def test_malformed_backend_answers_are_errors(answer: Any, error: type, match: str) -> None:
     x = np.ones((5, 6), np.float32)
     with pytest.raises(error, match=match):
-        Saliency(NumpyModel(make_spec("mlp")), backend=_Answering(answer)).explain(x, 0)
+        Saliency(NumpyModel(make_spec("mlp")), backend=AnsweringBackend(answer)).explain(x, 0)
 
 
 def test_zero_maps_warn_and_strict_raises() -> None:
@@ -330,7 +332,7 @@ def test_zero_maps_warn_and_strict_raises() -> None:
         gradient[[1, 3]] = 0
         return gradient
 
-    backend = _Answering(answer)
+    backend = AnsweringBackend(answer)
     with pytest.warns(SaliencyWarning, match=r"identically zero for samples \[1, 3\]"):
         Saliency(NumpyModel(make_spec("mlp")), backend=backend).explain(x, 0)
     with pytest.raises(RuntimeError, match=r"identically zero for samples \[1, 3\]"):
@@ -355,7 +357,7 @@ def test_one_row_chunks_check_every_value(n: int, batch_size: int | None,
             gradient[last_rows, 3] = value
             return gradient
 
-        return Saliency(NumpyModel(make_spec("mlp")), backend=_Answering(answer),
+        return Saliency(NumpyModel(make_spec("mlp")), backend=AnsweringBackend(answer),
                         batch_size=batch_size, absolute=absolute, reducer=None)
 
     last = [n - 1]

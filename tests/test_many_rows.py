@@ -8,27 +8,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_frontend import AnsweringBackend
 
-from agnostic_saliency import Saliency, SaliencyWarning, get_backend
+from agnostic_saliency import Saliency, SaliencyWarning
 from agnostic_saliency._inputs import FEW
 from agnostic_saliency._outputs import check_gradient
 from agnostic_saliency.testing import NumpyModel, make_spec
 
 #: Batch sizes below and above ``FEW`` (Python's min/max against NumPy's reductions).
 LENGTHS = [3, FEW - 1, FEW + 1]
-
-
-class _Answering:
-    """The reference backend, but ``gradient`` returns ``answer(inputs)``."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(get_backend("reference"), name)
-
-    def gradient(self, model: Any, inputs: np.ndarray, *args: Any) -> Any:
-        return self.answer(inputs)
 
 
 @pytest.mark.parametrize("n", LENGTHS)
@@ -78,7 +66,7 @@ def test_wide_rows_check_every_value(n: int, absolute: bool) -> None:
             fill(gradient, rows)
             return gradient
 
-        return Saliency(_three_outputs, backend=_Answering(answer), absolute=absolute,
+        return Saliency(_three_outputs, backend=AnsweringBackend(answer), absolute=absolute,
                         reducer=None)
 
     def one(value: float) -> Any:

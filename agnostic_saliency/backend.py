@@ -101,14 +101,17 @@ class Backend(Protocol):
     (XLA runs the gather faster).
 
     ``dispatch_gradient(model, inputs, targets, operator, options)``, for frameworks
-    that compute asynchronously (JAX), starts what :meth:`gradient` computes and
-    returns a function that waits for it and returns what :meth:`gradient` would.
-    The frontend then checks that the inputs are finite (and the range of class
-    indices, with ``class_index_targets``) while the model runs, and drops the
-    result if they are not: a backend that has it declares that running its models
-    (``predict`` too) on inputs and indices not yet checked changes nothing. It is
-    used only when the class that defines :meth:`gradient`, or a subclass, defines it (see
-    :func:`gradient_dispatcher`).
+    that compute asynchronously (JAX; PyTorch on a GPU), starts what :meth:`gradient`
+    computes and returns a function that waits for it and returns what
+    :meth:`gradient` would. The frontend then checks that the inputs are finite (and
+    the range of class indices, with ``class_index_targets``) while the model runs,
+    and drops the result if they are not: a backend that has it declares that
+    running its models (``predict`` too) on inputs and indices not yet checked
+    changes nothing. It may also start nothing and compute when the function is
+    called (PyTorch on the CPU). It is used only when the class that defines
+    :meth:`gradient`, or a subclass, defines it (see :func:`gradient_dispatcher`),
+    and never for calls with ``allow_training_mode``: a model in training mode may
+    change its state on a forward pass.
 
     ``magnitude_maps = ("max", "mean", "sum")`` (a tuple of
     :data:`MAGNITUDE_REDUCERS`) declares that :meth:`gradient` (and

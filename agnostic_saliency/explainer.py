@@ -146,8 +146,11 @@ class GradientExplainer:
         token = STRICT.set(self.strict)  # warn() raises inside this call when strict
         try:
             # A backend that computes asynchronously gets the inputs unchecked: the
-            # first gradient checks them while the backend computes it.
-            dispatch = gradient_dispatcher(self.backend)
+            # first gradient checks them while the backend computes it. Not a model
+            # allowed to run in training mode: its forward pass may change its state
+            # (batch-norm statistics), so it never sees inputs before they are checked.
+            dispatch = (None if self.options.allow_training_mode
+                        else gradient_dispatcher(self.backend))
             x = as_input_array(inputs, self.backend, check=dispatch is None)
             maps, run = self._compute(x, targets, sample_offset, dispatch)
             if run.dispatch is not None:  # no gradient was computed (a method without any)

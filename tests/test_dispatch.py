@@ -77,6 +77,19 @@ def test_non_finite_inputs_are_refused_and_the_result_is_never_used(targets: Any
     assert backend.log == ["dispatch"]
 
 
+def test_a_model_allowed_to_train_is_never_dispatched() -> None:
+    """Its forward pass may change its state: it only ever sees checked inputs."""
+    model, x = _mlp_inputs()
+    backend = DispatchingBackend()
+    maps = Saliency(model, backend=backend, allow_training_mode=True).explain(x, 1)
+    np.testing.assert_array_equal(maps, Saliency(model, backend="reference").explain(x, 1))
+    assert backend.log == ["gradient"]
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        Saliency(model, backend=backend, allow_training_mode=True).explain(x, 1)
+    assert backend.log == ["gradient"]
+
+
 def test_an_input_error_comes_before_the_backend_error_it_may_have_caused() -> None:
     model, x = _mlp_inputs()
     failure = RuntimeError("the model failed")

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agnostic_saliency import IntegratedGradients, Saliency, SmoothGrad, compare, get_backend
+from agnostic_saliency import (
+    CallOptions,
+    IntegratedGradients,
+    Saliency,
+    SmoothGrad,
+    compare,
+    get_backend,
+)
 from agnostic_saliency.testing import BackendConformanceTests, ModelSpec, make_spec
 from agnostic_saliency.testing.builders import build_torch
 from agnostic_saliency.testing.reference import NumpyModel
@@ -195,6 +202,44 @@ def test_concurrent_calls_on_one_device_model_equal_sequential_calls() -> None:
                                  list(range(4)) * 3))
     for index, maps in enumerate(parallel):
         np.testing.assert_array_equal(maps, sequential[index % 4])
+
+
+class _Counting(torch.nn.Module):
+    """The test CNN, counting its forward passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = build_torch(make_spec("cnn", layout="channels_first"))
+        self.calls = 0
+
+    def forward(self, x: Any) -> Any:
+        self.calls += 1
+        return self.inner(x)
+
+
+def test_dispatch_queues_the_gradient_before_the_inputs_are_checked(full_precision: None
+                                                                    ) -> None:
+    """On a GPU the model runs while the frontend checks the inputs; on the CPU after."""
+    cpu, device = _on_both(_Counting().eval())
+    x, targets = _images(), np.array([0, 1, 2, 1, 0, 2])
+    weights = np.eye(3, dtype=np.float32)[targets]
+    backend = get_backend("torch")
+    result = backend.dispatch_gradient(device, x, weights, None, CallOptions(),
+                                       magnitude=("max", 1))
+    assert device.calls == (0 if DEVICE == "cpu" else 1)
+    maps = result()
+    expected = Saliency(cpu).explain(x, targets)
+    np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    signed = backend.dispatch_gradient(device, x, weights, None, CallOptions())()
+    np.testing.assert_allclose(np.abs(signed).max(axis=1), maps, rtol=1e-6)
+
+
+def test_non_finite_inputs_of_a_device_model_are_refused_with_the_sample() -> None:
+    model = _Counting().to(DEVICE).eval()
+    x = _images()
+    x[4, 1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"1 non-finite values \(first at sample 4"):
+        Saliency(model).explain(x, np.array([0, 1, 2, 1, 0, 2]))
 
 
 def _peak_bytes(n: int, batch_size: int) -> int:

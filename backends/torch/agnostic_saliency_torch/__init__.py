@@ -10,9 +10,10 @@ the device of the model's parameters.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,15 +92,48 @@ class TorchBackend:
                  options: CallOptions, magnitude: Magnitude | None = None) -> np.ndarray | None:
         """The input gradient (see :class:`agnostic_saliency.backend.Backend`); with
         ``magnitude``, its absolute values reduced on the model's device."""
+        return self._start(model, inputs, targets, operator, options, magnitude)()
+
+    def dispatch_gradient(self, model: Any, inputs: np.ndarray, targets: Any,
+                          operator: Operator | None, options: CallOptions,
+                          magnitude: Magnitude | None = None) -> Callable[[], np.ndarray | None]:
+        """Start :meth:`gradient`; return the function that waits for it (as NumPy).
+
+        On a GPU, PyTorch queues the forward and backward passes (and the reduction of
+        ``magnitude``) and returns at once: the frontend checks the inputs while they
+        run, and the copy to the host waits for them. The frontend never dispatches
+        a call with ``allow_training_mode``, and a model in eval mode keeps its state
+        on a forward pass, whatever the inputs. On the CPU nothing runs before the
+        returned function is called: the inputs are checked first, as without it.
+        """
+        return self._start(model, inputs, targets, operator, options, magnitude,
+                           wait_on_cpu=True)
+
+    def _start(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
+               options: CallOptions, magnitude: Magnitude | None, wait_on_cpu: bool = False
+               ) -> Callable[[], np.ndarray | None]:
+        """Queue the gradient on the model's device (on the CPU: compute it, unless
+        ``wait_on_cpu``); return the function that gives it as NumPy."""
         info = _model_info.info(model)
         _check_mode(model, options, info)
         device, dtype = _placement(model, inputs.dtype, info)
-        tensor, shared = _input_tensor(inputs, device, dtype)
+        feed = partial(_input_tensor, inputs, device, dtype)
+        if wait_on_cpu and device.type == "cpu":
+            return lambda: self._queue(model, feed, info, targets, operator, options, magnitude)()
+        return self._queue(model, feed, info, targets, operator, options, magnitude)
+
+    def _queue(self, model: Any, feed: Callable[[], tuple[torch.Tensor, bool]],
+               info: _model_info.ModelInfo, targets: Any, operator: Operator | None,
+               options: CallOptions, magnitude: Magnitude | None
+               ) -> Callable[[], np.ndarray | None]:
+        """Queue the gradient of the inputs that ``feed`` makes; return the function
+        that gives it as NumPy."""
+        tensor, shared = feed()
         runner = model if self._compiled is None else self._compiled.get(model)
         grad = _gradient(runner, model, _Feed(tensor, shared, info), targets, operator, options)
         if grad is None:
-            return None
-        return _to_numpy(grad) if magnitude is None else _magnitude_to_numpy(grad, magnitude)
+            return _no_gradient
+        return partial(_to_numpy, grad) if magnitude is None else _magnitude(grad, magnitude)
 
 
 @dataclass
@@ -314,28 +348,47 @@ def _to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
-def _magnitude_to_numpy(grad: torch.Tensor, magnitude: Magnitude) -> np.ndarray:
-    """``reducer(|grad|, axis)`` as a new NumPy array.
+def _no_gradient() -> None:
+    return None
 
-    Computed where ``grad`` is, so from a GPU only the reduced map is copied back.
+
+def _magnitude(grad: torch.Tensor, magnitude: Magnitude) -> Callable[[], np.ndarray]:
+    """Queue ``reducer(|grad|, axis)`` where ``grad`` is; return the function that
+    gives it as a new NumPy array.
+
+    From a GPU only the reduced map is copied back; that copy waits for the device.
     """
     import torch
 
     reducer, axis = magnitude
-    direct = grad.is_cpu and grad.dtype in (torch.float32, torch.float64)
-    if reducer is None and direct:
-        return np.abs(_to_numpy(grad))  # NumPy's new array: fewest calls at batch 1
-    shape = grad.shape if reducer is None else grad.shape[:axis] + grad.shape[axis + 1:]
-    result = np.empty(tuple(shape), dtype=np.float64 if grad.dtype == torch.float64
-                      else np.float32)
-    out = torch.from_numpy(result)
+    if grad.is_cpu and grad.dtype in (torch.float32, torch.float64):
+        return partial(_cpu_magnitude, grad, magnitude)
     values = _upcast(grad.abs())  # 16-bit gradients are summed in float32
+    if reducer is not None:
+        values = getattr(torch, _REDUCERS[reducer])(values, dim=axis)
+    return partial(_copy_to_numpy, values)
+
+
+def _cpu_magnitude(grad: torch.Tensor, magnitude: Magnitude) -> np.ndarray:
+    """``reducer(|grad|, axis)`` of a float32 or float64 CPU gradient, as a new NumPy array."""
+    import torch
+
+    reducer, axis = magnitude
     if reducer is None:
-        out.copy_(values)
-    elif direct:
-        getattr(torch, _REDUCERS[reducer])(values, dim=axis, out=out)
-    else:  # reduced on the device, then one copy to the host
-        out.copy_(getattr(torch, _REDUCERS[reducer])(values, dim=axis))
+        return np.abs(_to_numpy(grad))  # NumPy's new array: fewest calls at batch 1
+    result = np.empty(grad.shape[:axis] + grad.shape[axis + 1:],
+                      dtype=np.float64 if grad.dtype == torch.float64 else np.float32)
+    getattr(torch, _REDUCERS[reducer])(grad.abs(), dim=axis, out=torch.from_numpy(result))
+    return result
+
+
+def _copy_to_numpy(values: torch.Tensor) -> np.ndarray:
+    """A float32 or float64 tensor of any device copied into a new NumPy array."""
+    import torch
+
+    result = np.empty(tuple(values.shape),
+                      dtype=np.float64 if values.dtype == torch.float64 else np.float32)
+    torch.from_numpy(result).copy_(values)
     return result
 
 

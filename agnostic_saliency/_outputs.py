@@ -35,7 +35,7 @@ def output_spec(outputs: Any, n: int) -> OutputSpec:
         raise ValueError(messages.output_wrong_shape(outputs.shape, n))
     spec = OutputSpec(outputs.shape[1:])
     if _looks_like_probabilities(outputs, spec):
-        warn(messages.probabilities_output(), stacklevel=4)
+        warn(messages.probabilities_output())
     return spec
 
 

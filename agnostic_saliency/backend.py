@@ -10,10 +10,12 @@ returns NumPy arrays.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -22,7 +24,8 @@ from agnostic_saliency.messages import SaliencyWarning
 
 __all__ = [
     "MAGNITUDE_REDUCERS", "Backend", "CallOptions", "Dispatch", "Magnitude", "Operator",
-    "OutputSelector", "gradient_dispatcher", "magnitude_reducers", "outputs_to_numpy", "warn",
+    "OutputSelector", "gradient_dispatcher", "magnitude_reducers", "outputs_to_numpy",
+    "user_stacklevel", "warn",
 ]
 
 #: Whether the explain call running in this thread (or task) was made with strict=True.
@@ -253,14 +256,38 @@ def outputs_to_numpy(outputs: Any, is_tensor: Callable[[Any], bool],
     return outputs
 
 
-def warn(text: str, stacklevel: int = 2) -> None:
+def warn(text: str, stacklevel: int | None = None) -> None:
     """Report a sign that a map may be wrong: a :class:`SaliencyWarning`, or, inside an
     explainer made with ``strict=True``, a ``RuntimeError``.
 
     Backends call it for what may spoil a map (a precision-losing cast, say); notes
     about speed stay plain warnings. The strict setting is per thread (a context
     variable), so concurrent calls with different settings do not interfere.
+
+    The warning names the line of the user's code that led to it: the innermost
+    frame outside ``agnostic_saliency`` and the packages named ``agnostic_saliency_*``
+    (its built-in backends), however deep the call went. ``stacklevel`` counts frames
+    up from the caller instead, as :func:`warnings.warn` does.
     """
     if STRICT.get():
         raise RuntimeError(f"{text} (strict=True turns this warning into an error.)")
-    warnings.warn(text, SaliencyWarning, stacklevel=stacklevel + 1)
+    warnings.warn(text, SaliencyWarning,
+                  stacklevel=user_stacklevel() if stacklevel is None else stacklevel + 1)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for a :func:`warnings.warn` made by the caller of this
+    function that names the innermost frame outside this library (``agnostic_saliency``
+    and the packages named ``agnostic_saliency_*``), or the outermost frame if every
+    frame is in it."""
+    frame = sys._getframe(1)  # the caller: stacklevel 1 of its warnings.warn
+    level = 1
+    while frame.f_back is not None and _in_library(frame):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _in_library(frame: FrameType) -> bool:
+    name = frame.f_globals.get("__name__", "")
+    return isinstance(name, str) and name.startswith("agnostic_saliency")

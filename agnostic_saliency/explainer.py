@@ -275,7 +275,7 @@ class GradientExplainer:
         return np.concatenate(parts)
 
     def _report_zero_samples(self, samples: np.ndarray) -> None:
-        warn(messages.zero_saliency(samples.tolist()), stacklevel=4)
+        warn(messages.zero_saliency(samples.tolist()))
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:

@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import Backend
+from agnostic_saliency.backend import Backend, user_stacklevel
 
 __all__ = ["get_backend", "list_backends", "register_backend", "resolve_backend"]
 
@@ -41,7 +41,7 @@ def _discover() -> dict[str, metadata.EntryPoint]:
                 targets = sorted({entry.value for entry in entries})
                 if len(targets) > 1:
                     warnings.warn(messages.plugin_duplicate(name, targets),
-                                  messages.SaliencyWarning, stacklevel=3)
+                                  messages.SaliencyWarning, stacklevel=user_stacklevel())
                 found[name] = sorted(entries, key=lambda entry: entry.value)
             _entry_points = {name: entries[0] for name, entries in found.items()}
         return _entry_points
@@ -62,7 +62,7 @@ def _load(name: str) -> Backend | None:
         except Exception as error:  # a broken plugin must not break the others
             _failed.add(name)
             warnings.warn(messages.plugin_failed(name, entry.value, error),
-                          messages.SaliencyWarning, stacklevel=3)
+                          messages.SaliencyWarning, stacklevel=user_stacklevel())
             return None
         _registered[name] = backend
         return backend
@@ -175,7 +175,7 @@ def _detect(model: Any) -> Backend:
                 return candidate
         except Exception as error:  # one faulty plugin must not break detection
             warnings.warn(messages.can_handle_failed(candidate.name, _type_name(model), error),
-                          messages.SaliencyWarning, stacklevel=4)
+                          messages.SaliencyWarning, stacklevel=user_stacklevel())
     raise TypeError(_no_match_message(model, modules, candidates))
 
 

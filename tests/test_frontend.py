@@ -333,8 +333,9 @@ def test_zero_maps_warn_and_strict_raises() -> None:
         return gradient
 
     backend = AnsweringBackend(answer)
-    with pytest.warns(SaliencyWarning, match=r"identically zero for samples \[1, 3\]"):
+    with pytest.warns(SaliencyWarning, match=r"identically zero for samples \[1, 3\]") as record:
         Saliency(NumpyModel(make_spec("mlp")), backend=backend).explain(x, 0)
+    assert {w.filename for w in record if w.category is SaliencyWarning} == {__file__}
     with pytest.raises(RuntimeError, match=r"identically zero for samples \[1, 3\]"):
         Saliency(NumpyModel(make_spec("mlp")), backend=backend, strict=True).explain(x, 0)
 
@@ -383,8 +384,9 @@ def test_probability_outputs_warn() -> None:
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)
 
-    with pytest.warns(SaliencyWarning, match="look like probabilities"):
+    with pytest.warns(SaliencyWarning, match="look like probabilities") as record:
         Saliency(softmax_model, backend="reference").explain(np.ones((2, 6), np.float32), 0)
+    assert {w.filename for w in record if w.category is SaliencyWarning} == {__file__}
     with pytest.raises(RuntimeError, match="look like probabilities.*strict=True"):
         Saliency(softmax_model, backend="reference", strict=True).explain(
             np.ones((2, 6), np.float32), 0)

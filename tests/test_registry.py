@@ -52,8 +52,10 @@ def test_plugin_from_entry_point_is_discovered_and_detected(
 def test_plugin_that_fails_to_import_warns_and_is_skipped(
         isolated: None, monkeypatch: pytest.MonkeyPatch) -> None:
     _with_entry_points(monkeypatch, ("broken", "no_such_module_xyz:Backend"))
-    with pytest.warns(SaliencyWarning, match="'broken'.*failed to load.*ModuleNotFoundError"):
+    with pytest.warns(SaliencyWarning,
+                      match="'broken'.*failed to load.*ModuleNotFoundError") as record:
         backend = Saliency(NumpyModel(make_spec("mlp"))).backend
+    assert {w.filename for w in record if w.category is SaliencyWarning} == {__file__}
     assert backend.name == "reference"
     assert "broken" not in list_backends()
 
@@ -78,8 +80,9 @@ def test_two_plugins_with_one_name_are_reported(
 
 def test_can_handle_that_raises_does_not_break_detection(isolated: None) -> None:
     register(RaisingBackend())
-    with pytest.warns(SaliencyWarning, match="'raising' raised while checking.*exploded"):
+    with pytest.warns(SaliencyWarning, match="'raising' raised while checking.*exploded") as record:
         backend = Saliency(NumpyModel(make_spec("mlp"))).backend
+    assert {w.filename for w in record if w.category is SaliencyWarning} == {__file__}
     assert backend.name == "reference"
 
 

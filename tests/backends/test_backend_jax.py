@@ -186,8 +186,10 @@ def test_float64_under_x64(kind: str) -> None:
 def test_float64_without_x64_is_computed_in_float32_with_a_warning() -> None:
     spec, targets = make_spec("mlp"), np.array([0, 1, 2, 1, 0])
     x = _inputs(spec, dtype=np.float64)
-    with pytest.warns(messages.SaliencyWarning, match="float64 but the model computes in float32"):
+    with pytest.warns(messages.SaliencyWarning,
+                      match="float64 but the model computes in float32") as record:
         maps = _signed(build_function(spec)).explain(x, targets)
+    assert {w.filename for w in record if w.category is messages.SaliencyWarning} == {__file__}
     assert maps.dtype == np.float64
     np.testing.assert_allclose(maps, _exact(spec, x, targets), rtol=1e-4, atol=1e-6)
 

@@ -119,8 +119,9 @@ def test_keras_model_forced_onto_this_backend_is_explained() -> None:
     model.set_weights([value for layer in dense for value in (layer.weight, layer.bias)])
     assert Saliency(model).backend.name == "keras"  # the Keras backend is asked first
     x = _inputs(spec, 4)  # float32 inputs, cast to the float64 variables with a warning
-    with pytest.warns(messages.SaliencyWarning, match="cast to float64"):
+    with pytest.warns(messages.SaliencyWarning, match="cast to float64") as record:
         maps = Saliency(model, backend="tensorflow", absolute=False).explain(x, 2)
+    assert {w.filename for w in record if w.category is messages.SaliencyWarning} == {__file__}
     np.testing.assert_allclose(maps, _exact(spec, x, np.eye(3)[[2] * 4]), rtol=1e-5,
                                atol=1e-7)
 
@@ -229,8 +230,10 @@ def test_untraceable_forward_runs_eagerly_with_exact_gradients() -> None:
             return tf.stack([inner(x[i:i + 1])[0] for i in range(int(x.shape[0]))])
 
     model, x = PythonLoop(), _inputs(spec, 5)
-    with pytest.warns(SaliencyWarning, match=r"could not be traced.*TypeError: .*runs eagerly"):
+    with pytest.warns(SaliencyWarning,
+                      match=r"could not be traced.*TypeError: .*runs eagerly") as record:
         maps = Saliency(model, absolute=False).explain(x, np.array([0, 1, 2, 1, 0]))
+    assert {w.filename for w in record if w.category is SaliencyWarning} == {__file__}
     np.testing.assert_allclose(maps, _exact(spec, x, np.eye(3)[[0, 1, 2, 1, 0]]), rtol=1e-4,
                                atol=1e-6)
 

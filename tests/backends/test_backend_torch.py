@@ -233,8 +233,9 @@ def test_model_returning_a_dict_names_its_keys_and_the_selector_fixes_it() -> No
 def test_float64_inputs_to_a_float32_model_warn_and_keep_float64() -> None:
     model, x, expected = _cnn()
     with pytest.warns(SaliencyWarning, match="inputs are float64 but the model computes in "
-                                             "float32"):
+                                             "float32") as record:
         maps = Saliency(model).explain(x.astype(np.float64), [0, 1, 2, 1])
+    assert {w.filename for w in record if w.category is SaliencyWarning} == {__file__}
     assert maps.dtype == np.float64
     np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
     with pytest.raises(RuntimeError, match="computes in float32.*strict=True"):

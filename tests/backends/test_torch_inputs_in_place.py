@@ -130,8 +130,9 @@ def test_a_no_grad_change_that_starts_later_warns_once_then_gets_a_copy() -> Non
     x = _inputs()
     original = x.copy()
     with pytest.warns(SaliencyWarning, match=r"changed its input in place outside autograd"
-                                             r".*x = x.clone\(\)"):
+                                             r".*x = x.clone\(\)") as record:
         maps = explainer.explain(x, 0)
+    assert {w.filename for w in record if w.category is SaliencyWarning} == {__file__}
     # Nothing can undo it: the warning says that the caller's array changed.
     np.testing.assert_array_equal(x, 2 * original)
     np.testing.assert_allclose(maps, _exact_map(model.inner, x, 0), rtol=1e-5, atol=1e-7)

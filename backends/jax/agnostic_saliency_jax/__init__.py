@@ -184,7 +184,7 @@ class JaxBackend:
         check_training_mode(model, options, split, self._training_layers)
         dtype = _compute_dtype(inputs.dtype)
         if dtype != inputs.dtype and inputs.dtype.itemsize >= 4:
-            warn(messages.dtype_cast(str(inputs.dtype), str(dtype)), stacklevel=3)
+            warn(messages.dtype_cast(str(inputs.dtype), str(dtype)))
         # NumPy arguments go to the compiled function as they are: its own transfer is
         # one copy, cheaper than an explicit jax.device_put first.
         if operator is None and isinstance(targets, np.ndarray) and targets.dtype.kind == "i":

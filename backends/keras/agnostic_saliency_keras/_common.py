@@ -117,7 +117,7 @@ def prepare_inputs(inputs: np.ndarray, dtype: str) -> np.ndarray:
     target = np.dtype(dtype) if dtype in _NUMPY_FLOATS else np.dtype(np.float32)
     if given != dtype and inputs.dtype.itemsize >= 4 and target.itemsize >= 4 \
             and dtype != "bfloat16":
-        warn(messages.dtype_cast(given, dtype), stacklevel=5)
+        warn(messages.dtype_cast(given, dtype))
     return inputs.astype(target, copy=False)
 
 

@@ -220,7 +220,7 @@ def _variables(model: Any, depth: int = 0) -> Any:
 
 def _warn_cast(given: tf.DType, used: tf.DType) -> None:
     if given != used and given.size >= 4 and used.size >= 4:
-        warn(messages.dtype_cast(given.name, used.name), stacklevel=4)
+        warn(messages.dtype_cast(given.name, used.name))
 
 
 # --- targets ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency import messages
+from agnostic_saliency.backend import user_stacklevel
 from agnostic_saliency_tensorflow._cache import ObjectKey
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ class Compiled:
         if isinstance(function, Exception):  # the trace failed, the eager run worked
             self._store(signature, _EAGER)
             warnings.warn(messages.runs_eagerly(function), messages.SaliencyWarning,
-                          stacklevel=5)
+                          stacklevel=user_stacklevel())
         return result
 
     def _function(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...] | None, Any]:

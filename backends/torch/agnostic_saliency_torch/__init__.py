@@ -220,7 +220,7 @@ def _note_changes(feed: _Feed, x: torch.Tensor, leaf: torch.Tensor) -> None:
             info.changes_inputs = x._version > 0
     elif leaf._version and feed.shared:
         info.changes_inputs = True
-        warn(messages.inputs_changed_in_place(), stacklevel=6)
+        warn(messages.inputs_changed_in_place())
 
 
 def _check_mode(model: Any, options: CallOptions, info: _model_info.ModelInfo | None = None
@@ -281,8 +281,7 @@ def _input_tensor(inputs: np.ndarray, device: torch.device, dtype: torch.dtype
     if tensor.dtype == dtype and device.type == "cpu":
         return tensor, shared
     if tensor.dtype != dtype and inputs.dtype.itemsize >= 4 and dtype.itemsize >= 4:
-        warn(messages.dtype_cast(str(inputs.dtype), str(dtype).replace("torch.", "")),
-             stacklevel=4)
+        warn(messages.dtype_cast(str(inputs.dtype), str(dtype).replace("torch.", "")))
     return tensor.to(device=device, dtype=dtype), False
 
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Magnitude, Operator, outputs_to_numpy, warn
-from agnostic_saliency_torch import _compiled, _loading, _model_info, _precision
+from agnostic_saliency.backend import CallOptions, Magnitude, Operator, warn
+from agnostic_saliency_torch import _compiled, _host, _loading, _model_info, _precision
 
 if TYPE_CHECKING:
     import torch
@@ -75,7 +75,7 @@ class TorchBackend:
         return _loading.load_model(path)
 
     def to_numpy(self, array: Any) -> np.ndarray:
-        return _to_numpy(array)
+        return _host.to_numpy(array)
 
     def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
         import torch
@@ -86,7 +86,7 @@ class TorchBackend:
             # A copy: an in-place op in the forward must not reach the caller's array.
             x = _as_tensor(inputs, device, dtype).clone()
             outputs = _forward(model, x, options)
-        return _outputs_to_numpy(outputs)
+        return _host.outputs_as_numpy(outputs)
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
                  options: CallOptions, magnitude: Magnitude | None = None) -> np.ndarray | None:
@@ -132,8 +132,10 @@ class TorchBackend:
         runner = model if self._compiled is None else self._compiled.get(model)
         grad = _gradient(runner, model, _Feed(tensor, shared, info), targets, operator, options)
         if grad is None:
-            return _no_gradient
-        return partial(_to_numpy, grad) if magnitude is None else _magnitude(grad, magnitude)
+            return _host.no_gradient
+        if magnitude is None:
+            return partial(_host.to_numpy, grad)
+        return _host.magnitude(grad, magnitude)
 
 
 @dataclass
@@ -302,7 +304,7 @@ def _score(model: Any, x: torch.Tensor, targets: Any, operator: Operator | None,
         scores = operator(model, x, None if targets is None else _target_tensor(targets, x))
         if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(x),):
             raise ValueError(messages.operator_wrong_shape(tuple(np.shape(scores)), len(x)))
-        return _upcast(scores).sum()
+        return _host.upcast(scores).sum()
     # One-hot weights, not class indices: a gather's backward (zeros, then a scatter)
     # measured 30 µs slower per call than this product for an MLP at batch 1.
     weights = torch.from_numpy(np.asarray(targets))
@@ -313,16 +315,10 @@ def _score(model: Any, x: torch.Tensor, targets: Any, operator: Operator | None,
         raise TypeError(messages.output_not_tensor(messages.describe_output(outputs)))
     if outputs.ndim == 0 or outputs.shape[0] != x.shape[0]:
         raise ValueError(messages.output_wrong_shape(tuple(outputs.shape), len(x)))
-    outputs = _upcast(outputs)
+    outputs = _host.upcast(outputs)
     if weights.dtype != outputs.dtype or weights.device != outputs.device:
         weights = weights.to(device=outputs.device, dtype=outputs.dtype)
     return (outputs * weights).sum()
-
-
-def _upcast(tensor: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 def _target_tensor(targets: np.ndarray, x: torch.Tensor) -> torch.Tensor:
@@ -330,71 +326,3 @@ def _target_tensor(targets: np.ndarray, x: torch.Tensor) -> torch.Tensor:
 
     tensor = torch.from_numpy(np.ascontiguousarray(targets)).to(x.device)
     return tensor.to(x.dtype) if tensor.is_floating_point() else tensor
-
-
-def _to_numpy(array: Any) -> np.ndarray:
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(array, torch.Tensor):
-        if array.is_cpu and array.dtype in (torch.float32, torch.float64):
-            try:  # shares memory: a gradient is a fresh tensor
-                return array.numpy()
-            except RuntimeError:  # it requires grad, or has its conjugate or negative bit set
-                pass
-        tensor = array.detach()
-        if tensor.dtype in (torch.float16, torch.bfloat16):
-            tensor = tensor.float()
-        return tensor.cpu().resolve_conj().resolve_neg().numpy()
-    return np.asarray(array)
-
-
-def _no_gradient() -> None:
-    return None
-
-
-def _magnitude(grad: torch.Tensor, magnitude: Magnitude) -> Callable[[], np.ndarray]:
-    """Queue ``reducer(|grad|, axis)`` where ``grad`` is; return the function that
-    gives it as a new NumPy array.
-
-    From a GPU only the reduced map is copied back; that copy waits for the device.
-    """
-    import torch
-
-    reducer, axis = magnitude
-    if grad.is_cpu and grad.dtype in (torch.float32, torch.float64):
-        return partial(_cpu_magnitude, grad, magnitude)
-    values = _upcast(grad.abs())  # 16-bit gradients are summed in float32
-    if reducer is not None:
-        values = getattr(torch, _REDUCERS[reducer])(values, dim=axis)
-    return partial(_copy_to_numpy, values)
-
-
-def _cpu_magnitude(grad: torch.Tensor, magnitude: Magnitude) -> np.ndarray:
-    """``reducer(|grad|, axis)`` of a float32 or float64 CPU gradient, as a new NumPy array."""
-    import torch
-
-    reducer, axis = magnitude
-    if reducer is None:
-        return np.abs(_to_numpy(grad))  # NumPy's new array: fewest calls at batch 1
-    result = np.empty(grad.shape[:axis] + grad.shape[axis + 1:],
-                      dtype=np.float64 if grad.dtype == torch.float64 else np.float32)
-    getattr(torch, _REDUCERS[reducer])(grad.abs(), dim=axis, out=torch.from_numpy(result))
-    return result
-
-
-def _copy_to_numpy(values: torch.Tensor) -> np.ndarray:
-    """A float32 or float64 tensor of any device copied into a new NumPy array."""
-    import torch
-
-    result = np.empty(tuple(values.shape),
-                      dtype=np.float64 if values.dtype == torch.float64 else np.float32)
-    torch.from_numpy(result).copy_(values)
-    return result
-
-
-#: The torch function of each reducer of ``Magnitude``.
-_REDUCERS = {"max": "amax", "mean": "mean", "sum": "sum"}
-
-
-def _outputs_to_numpy(outputs: Any) -> Any:
-    tensor = sys.modules["torch"].Tensor
-    return outputs_to_numpy(outputs, lambda value: isinstance(value, tensor), _to_numpy)

@@ -242,6 +242,19 @@ def test_float64_inputs_to_a_float32_model_warn_and_keep_float64() -> None:
         Saliency(model, strict=True).explain(x.astype(np.float64), [0, 1, 2, 1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_maps_without_channels_are_the_exact_absolute_gradient(dtype: type) -> None:
+    """From 32768 values on, PyTorch (not NumPy) takes the absolute value."""
+    torch.manual_seed(0)
+    dense = torch.nn.Linear(784, 10).to(torch.float64 if dtype == np.float64 else torch.float32)
+    x = np.random.default_rng(0).normal(size=(64, 784)).astype(dtype)
+    targets = np.arange(64) % 10
+    maps = Saliency(dense.eval()).explain(x, targets)
+    expected = np.abs(dense.weight.detach().numpy()[targets])  # d (W x + b)[t] / dx = W[t]
+    assert maps.dtype == dtype and maps.flags.owndata
+    np.testing.assert_array_equal(maps, expected)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_models_give_finite_float32_maps(dtype: str) -> None:
     model, x, expected = _cnn()

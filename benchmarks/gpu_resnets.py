@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{torch.cuda.get_device_name()}, PyTorch {torch.__version__}, "
           f"torchvision {torchvision.__version__}\n")
-    print("| model | batch | native ms | agnostic-saliency ms | × native | finite check ms |")
+    print("| model | batch | native ms (IQR) | agnostic-saliency ms (IQR) | × native "
+          "| finite check ms |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, batch in MODELS:
         torch.manual_seed(0)
@@ -58,9 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         np.vdot(x, x)  # what the frontend's finite check of these inputs costs on the host
         check = time.perf_counter() - start
         base, mine = found["native"]["median_ms"], found["ours"]["median_ms"]
-        print(f"| {name} | {batch} | {base:.2f} | {mine:.2f} | {mine / base:.3f} "
-              f"| {1e3 * check:.2f} |")
+        print(f"| {name} | {batch} | {_spread(found['native'])} | {_spread(found['ours'])} "
+              f"| {mine / base:.3f} | {1e3 * check:.2f} |")
     return 0
+
+
+def _spread(stats: dict[str, float]) -> str:
+    """Median and interquartile range of one contender's times, in ms."""
+    return f"{stats['median_ms']:.2f} ({stats['q1_ms']:.2f}–{stats['q3_ms']:.2f})"
 
 
 if __name__ == "__main__":

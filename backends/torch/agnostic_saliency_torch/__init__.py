@@ -103,8 +103,11 @@ class TorchBackend:
         ``magnitude``) and returns at once: the frontend checks the inputs while they
         run, and the copy to the host waits for them. The frontend never dispatches
         a call with ``allow_training_mode``, and a model in eval mode keeps its state
-        on a forward pass, whatever the inputs. On the CPU nothing runs before the
-        returned function is called: the inputs are checked first, as without it.
+        on a forward pass, whatever the inputs. (One exception: a model that turns
+        non-finite inputs into out-of-range indices can trip a CUDA device-side
+        assert, which CUDA reports at a later call, after the frontend's error about
+        the inputs.) On the CPU nothing runs before the returned function is called:
+        the inputs are checked first, as without it.
         """
         return self._start(model, inputs, targets, operator, options, magnitude,
                            wait_on_cpu=True)

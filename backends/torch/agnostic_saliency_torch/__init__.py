@@ -138,7 +138,7 @@ class TorchBackend:
             return _host.no_gradient
         if magnitude is None:
             return partial(_host.to_numpy, grad)
-        return _host.magnitude(grad, magnitude)
+        return _host.magnitude_map(grad, magnitude)
 
 
 @dataclass

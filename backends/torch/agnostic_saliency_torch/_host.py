@@ -14,7 +14,7 @@ from agnostic_saliency.backend import Magnitude, outputs_to_numpy
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["magnitude", "no_gradient", "outputs_as_numpy", "to_numpy", "upcast"]
+__all__ = ["magnitude_map", "no_gradient", "outputs_as_numpy", "to_numpy", "upcast"]
 
 
 def upcast(tensor: torch.Tensor) -> torch.Tensor:
@@ -45,7 +45,7 @@ def no_gradient() -> None:
     return None
 
 
-def magnitude(grad: torch.Tensor, magnitude: Magnitude) -> Callable[[], np.ndarray]:
+def magnitude_map(grad: torch.Tensor, magnitude: Magnitude) -> Callable[[], np.ndarray]:
     """Queue ``reducer(|grad|, axis)`` where ``grad`` is; return the function that
     gives it as a new NumPy array.
 

@@ -41,7 +41,7 @@ def as_input_array(inputs: Any, backend: Backend, check: bool = True) -> np.ndar
         For a missing batch axis or non-finite values.
     """
     array = inputs if isinstance(inputs, np.ndarray) else _convert(inputs, backend)
-    if not _is_floating(array.dtype):
+    if array.dtype.kind != "f" and not _is_floating(array.dtype):
         raise TypeError(messages.inputs_not_floating(array.dtype))
     if array.ndim < 2:
         raise ValueError(messages.inputs_without_batch_axis(array.shape))

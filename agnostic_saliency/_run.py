@@ -16,10 +16,10 @@ from agnostic_saliency._inputs import FEW, check_finite
 from agnostic_saliency._outputs import check_gradient
 from agnostic_saliency._reduce import Reducer, is_image, reduced_shape
 from agnostic_saliency._targets import TargetPlan
-from agnostic_saliency.backend import Dispatch, Magnitude, magnitude_reducers
+from agnostic_saliency.backend import Dispatch, Magnitude
 
 if TYPE_CHECKING:
-    from agnostic_saliency.explainer import GradientExplainer
+    from agnostic_saliency.explainer import GradientExplainer, Layout
 
 __all__ = ["Run"]
 
@@ -30,11 +30,16 @@ _NO_SAMPLES.flags.writeable = False
 class Run:
     """State of one ``explain`` call: inputs, targets, and which samples had a gradient."""
 
-    def __init__(self, explainer: GradientExplainer, x: np.ndarray, channel_axis: int,
+    __slots__ = ("_alive", "_all_alive", "channel_axis", "class_indices", "dispatch",
+                 "everything", "explainer", "layout", "plan", "plan_unchecked", "raw_targets",
+                 "state", "x")
+
+    def __init__(self, explainer: GradientExplainer, x: np.ndarray, layout: Layout,
                  plan: TargetPlan | None = None, raw_targets: np.ndarray | None = None) -> None:
         self.explainer = explainer
         self.x = x
-        self.channel_axis = channel_axis
+        self.layout = layout
+        self.channel_axis = layout.channel_axis
         #: Per-call state of a method (e.g. its noise generators), never shared across calls.
         self.state: dict[str, Any] = {}
         self.plan = plan
@@ -46,7 +51,7 @@ class Run:
         #: Per sample, whether some gradient of it was non-zero; made on first need.
         self._alive: np.ndarray | None = None
         #: Whether the backend takes class indices instead of one-hot weight rows.
-        self.class_indices = bool(getattr(explainer.backend, "class_index_targets", False))
+        self.class_indices = layout.capabilities.class_index_targets
         #: While the inputs are unchecked: the backend's ``dispatch_gradient``.
         self.dispatch: Dispatch | None = None
         #: Whether the range of the plan's class indices is left to :meth:`finish_checks`.
@@ -58,7 +63,7 @@ class Run:
         ``None`` where the backend cannot give it: then :meth:`gradient` returns the
         gradient (or its absolute values) with the channels kept.
         """
-        reducers = magnitude_reducers(self.explainer.backend)  # as late as dispatch's
+        reducers = self.layout.capabilities.magnitude_reducers
         if not reducers:
             return None
         wanted = reducer if is_image(self.x.ndim) else None  # only images are reduced

@@ -111,7 +111,8 @@ def plan_targets(targets: Any, n: int, spec: OutputSpec, check_range: bool = Tru
         return TargetPlan(spec, None, _check_weights(array, n, spec))
     if array.ndim > 2:
         raise ValueError(messages.targets_wrong_rank(array.shape))
-    indices = _as_indices(array)
+    # Class indices of a signed 64-bit integer type are used as they are.
+    indices = array if array.dtype.kind == "i" and array.itemsize == 8 else _as_indices(array)
     if spec.single and np.any(indices != 0):
         raise ValueError(messages.single_output_target(targets))
     if indices.ndim == 0:

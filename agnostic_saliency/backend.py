@@ -16,16 +16,16 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from agnostic_saliency.messages import SaliencyWarning
 
 __all__ = [
-    "MAGNITUDE_REDUCERS", "Backend", "CallOptions", "Dispatch", "Magnitude", "Operator",
-    "OutputSelector", "gradient_dispatcher", "magnitude_reducers", "outputs_to_numpy",
-    "user_stacklevel", "warn",
+    "MAGNITUDE_REDUCERS", "Backend", "CallOptions", "Capabilities", "Dispatch", "Magnitude",
+    "Operator", "OutputSelector", "capabilities", "gradient_dispatcher", "magnitude_reducers",
+    "outputs_to_numpy", "user_stacklevel", "warn",
 ]
 
 #: Whether the explain call running in this thread (or task) was made with strict=True.
@@ -187,6 +187,27 @@ class Backend(Protocol):
             The gradient, same shape as ``inputs``.
         """
         ...
+
+
+class Capabilities(NamedTuple):
+    """What the frontend uses of a backend beyond :class:`Backend`'s required members."""
+
+    #: Its ``dispatch_gradient`` (see :func:`gradient_dispatcher`), or ``None``.
+    dispatch: Dispatch | None
+    #: Its ``magnitude_maps`` (see :func:`magnitude_reducers`), or ``()``.
+    magnitude_reducers: tuple[str | None, ...]
+    #: Whether its ``gradient`` takes class indices (``class_index_targets``).
+    class_index_targets: bool
+
+
+def capabilities(backend: object) -> Capabilities:
+    """Read the optional members of ``backend`` that the frontend uses.
+
+    An explainer reads them on its first call with each input signature (shape and
+    dtype), and again after its ``backend`` is replaced; not on every call.
+    """
+    return Capabilities(gradient_dispatcher(backend), magnitude_reducers(backend),
+                        bool(getattr(backend, "class_index_targets", False)))
 
 
 def gradient_dispatcher(backend: object) -> Dispatch | None:

@@ -10,13 +10,13 @@ attributions, which are reduced over the channel axis (unless a backend with
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Hashable, Iterator
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency._inputs import as_input_array, resolve_channel_axis
+from agnostic_saliency._inputs import as_input_array, check_finite, resolve_channel_axis
 from agnostic_saliency._outputs import output_spec
 from agnostic_saliency._reduce import Reducer, check_reducer, is_image, reduce_channels
 from agnostic_saliency._run import Run
@@ -25,17 +25,37 @@ from agnostic_saliency.backend import (
     STRICT,
     Backend,
     CallOptions,
+    Capabilities,
     Dispatch,
     Operator,
     OutputSelector,
-    gradient_dispatcher,
+    capabilities,
     warn,
 )
 from agnostic_saliency.registry import resolve_backend
 
 __all__ = ["GradientExplainer"]
 
-_MAX_CACHED_SPECS = 64
+#: Most output specs and layouts kept per explainer (one per input signature).
+_MAX_CACHED = 64
+
+T = TypeVar("T")
+
+
+class Layout(NamedTuple):
+    """What an input signature (shape and dtype) fixes for an explainer and its
+    backend, worked out on the first call that has it."""
+
+    #: The backend it was made for (an explainer's backend may be replaced).
+    backend: Backend
+    #: The backend's optional members that the frontend uses.
+    capabilities: Capabilities
+    #: Non-negative channel axis of image inputs; the last axis otherwise.
+    channel_axis: int
+    map_shape: tuple[int, ...]
+    map_dtype: np.dtype
+    #: Whether maps have a channel axis to reduce.
+    reduces: bool
 
 
 class GradientExplainer:
@@ -92,8 +112,9 @@ class GradientExplainer:
         self.reducer = check_reducer(reducer)
         self.options = CallOptions(output_selector, allow_training_mode)
         self.strict = strict
-        self._specs: dict[tuple[Any, ...], OutputSpec] = {}
-        self._specs_lock = threading.Lock()
+        self._specs: dict[Hashable, OutputSpec] = {}
+        self._layouts: dict[Hashable, Layout] = {}
+        self._cache_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(model={type(self.model).__name__}, "
@@ -149,10 +170,13 @@ class GradientExplainer:
             # first gradient checks them while the backend computes it. Not a model
             # allowed to run in training mode: its forward pass may change its state
             # (batch-norm statistics), so it never sees inputs before they are checked.
+            x = as_input_array(inputs, self.backend, check=False)
+            layout = self._layout(x)
             dispatch = (None if self.options.allow_training_mode
-                        else gradient_dispatcher(self.backend))
-            x = as_input_array(inputs, self.backend, check=dispatch is None)
-            maps, run = self._compute(x, targets, sample_offset, dispatch)
+                        else layout.capabilities.dispatch)
+            if dispatch is None:
+                check_finite(x)
+            maps, run = self._compute(x, layout, targets, sample_offset, dispatch)
             if run.dispatch is not None:  # no gradient was computed (a method without any)
                 run.finish_checks()
             dead = run.dead_samples()
@@ -162,29 +186,31 @@ class GradientExplainer:
             STRICT.reset(token)
         return maps, run
 
-    def _compute(self, x: np.ndarray, targets: Any, sample_offset: int,
+    def _compute(self, x: np.ndarray, layout: Layout, targets: Any, sample_offset: int,
                  dispatch: Dispatch | None = None) -> tuple[np.ndarray, Run]:
-        """The maps of ``x``, and the run that made them (targets, dead samples).
+        """The maps of ``x`` (whose layout is ``layout``), and the run that made them
+        (targets, dead samples).
 
         ``dispatch`` (the backend's ``dispatch_gradient``) means that ``x`` is not
         checked yet: the run's first gradient checks it, and the range of class
         indices that the backend takes as they are.
         """
-        axis = self._channel_axis(x)
+        axis = layout.channel_axis
         if self.operator is None:
-            defer = dispatch is not None and bool(getattr(self.backend, "class_index_targets",
-                                                          False))
-            run = Run(self, x, axis, plan=self._plan(x, targets, check_range=not defer))
+            defer = dispatch is not None and layout.capabilities.class_index_targets
+            run = Run(self, x, layout, plan=self._plan(x, targets, check_range=not defer))
             run.plan_unchecked = defer
         else:
-            run = Run(self, x, axis, raw_targets=self._operator_targets(x, targets))
+            run = Run(self, x, layout, raw_targets=self._operator_targets(x, targets))
         run.dispatch = dispatch
         run.state["sample_offset"] = sample_offset
-        shape, dtype = self._map_shape(x, axis), _output_dtype(x.dtype)
+        shape, dtype = layout.map_shape, layout.map_dtype
         size = self._samples_per_chunk(len(x))
         if 0 < len(x) <= size:  # one chunk: keep the method's result when it is fresh
             attributions = self._attribute(run, run.everything)
-            maps = _fresh(reduce_channels(attributions, axis, self.reducer), shape, dtype, x)
+            if layout.reduces:
+                attributions = reduce_channels(attributions, axis, self.reducer)
+            maps = _fresh(attributions, shape, dtype, x)
         else:  # each chunk is written into the output: memory grows with size, not N
             maps = np.empty(shape, dtype=dtype)
             for rows in _chunks(len(x), size):
@@ -205,6 +231,25 @@ class GradientExplainer:
         return self.batch_size or max(n, 1)
 
     # --- internals ------------------------------------------------------------------
+
+    def _layout(self, x: np.ndarray) -> Layout:
+        """The layout of inputs like ``x`` (made on the first call that has their shape)."""
+        key = (x.shape, x.dtype, self.reducer, self.channel_axis)
+        layout = self._layouts.get(key)  # reading a dict needs no lock
+        if layout is None or layout.backend is not self.backend:
+            axis = self._channel_axis(x)
+            shape = self._map_shape(x, axis)
+            layout = Layout(self.backend, capabilities(self.backend), axis, shape,
+                            _output_dtype(x.dtype), reduces=shape != x.shape)
+            self._remember(self._layouts, key, layout)
+        return layout
+
+    def _remember(self, cache: dict[Hashable, T], key: Hashable, value: T) -> None:
+        """Store ``value``, dropping the oldest entry of a full ``cache``."""
+        with self._cache_lock:
+            if len(cache) >= _MAX_CACHED:
+                cache.pop(next(iter(cache)), None)
+            cache[key] = value
 
     def _channel_axis(self, x: np.ndarray) -> int:
         if not is_image(x.ndim):
@@ -243,8 +288,9 @@ class GradientExplainer:
             if spec.single:
                 return TargetPlan(spec, indices=np.zeros(len(x), dtype=np.int64))
             return TargetPlan(spec, indices=np.argmax(outputs, axis=1).astype(np.int64))
-        return plan_targets(self._targets_array(targets), len(x), self._output_spec(x),
-                            check_range)
+        if not isinstance(targets, np.ndarray):
+            targets = self._targets_array(targets)
+        return plan_targets(targets, len(x), self._output_spec(x), check_range)
 
     def _output_spec(self, x: np.ndarray) -> OutputSpec:
         key = (x.shape[1:], x.dtype)
@@ -253,10 +299,7 @@ class GradientExplainer:
             # Two samples, so that a model that reduces over the batch is caught.
             probe = x[:2]
             spec = output_spec(self.backend.predict(self.model, probe, self.options), len(probe))
-            with self._specs_lock:
-                if len(self._specs) >= _MAX_CACHED_SPECS:
-                    self._specs.pop(next(iter(self._specs)))
-                self._specs[key] = spec
+            self._remember(self._specs, key, spec)
         return spec
 
     def predict(self, inputs: Any) -> np.ndarray:

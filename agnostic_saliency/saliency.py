@@ -89,4 +89,5 @@ class Saliency(GradientExplainer):
     def _attribute(self, run: Run, rows: slice) -> np.ndarray:
         # A backend that can reduces |gradient| itself (on a GPU, before the copy back).
         magnitude = run.magnitude(self.reducer) if self.absolute else None
-        return run.gradient(run.x[rows], rows, absolute=self.absolute, magnitude=magnitude)
+        points = run.x if rows is run.everything else run.x[rows]
+        return run.gradient(points, rows, absolute=self.absolute, magnitude=magnitude)

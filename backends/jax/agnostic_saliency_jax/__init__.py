@@ -181,10 +181,13 @@ class JaxBackend:
         """
         split, function = self._gradient_function(model, operator, options.output_selector,
                                                   magnitude)
-        check_training_mode(model, options, split, self._training_layers)
-        dtype = _compute_dtype(inputs.dtype)
-        if dtype != inputs.dtype and inputs.dtype.itemsize >= 4:
-            warn(messages.dtype_cast(str(inputs.dtype), str(dtype)))
+        if not split.immutable:  # an immutable split is no Flax NNX module: nothing trains
+            check_training_mode(model, options, split, self._training_layers)
+        dtype = inputs.dtype
+        if dtype.kind != "f" or dtype.itemsize > 4:  # float16/32 are computed as they are
+            dtype = _compute_dtype(dtype)
+            if dtype != inputs.dtype and inputs.dtype.itemsize >= 4:
+                warn(messages.dtype_cast(str(inputs.dtype), str(dtype)))
         # NumPy arguments go to the compiled function as they are: its own transfer is
         # one copy, cheaper than an explicit jax.device_put first.
         if operator is None and isinstance(targets, np.ndarray) and targets.dtype.kind == "i":

@@ -30,16 +30,15 @@ _NO_SAMPLES.flags.writeable = False
 class Run:
     """State of one ``explain`` call: inputs, targets, and which samples had a gradient."""
 
-    __slots__ = ("_alive", "_all_alive", "channel_axis", "class_indices", "dispatch",
-                 "everything", "explainer", "layout", "plan", "plan_unchecked", "raw_targets",
-                 "state", "x")
+    __slots__ = ("_alive", "_all_alive", "dispatch", "everything", "explainer", "layout",
+                 "plan", "plan_unchecked", "raw_targets", "state", "x")
 
     def __init__(self, explainer: GradientExplainer, x: np.ndarray, layout: Layout,
                  plan: TargetPlan | None = None, raw_targets: np.ndarray | None = None) -> None:
         self.explainer = explainer
         self.x = x
+        #: The channel axis, map shape and the backend's capabilities for ``x``.
         self.layout = layout
-        self.channel_axis = layout.channel_axis
         #: Per-call state of a method (e.g. its noise generators), never shared across calls.
         self.state: dict[str, Any] = {}
         self.plan = plan
@@ -50,8 +49,6 @@ class Run:
         self._all_alive = False
         #: Per sample, whether some gradient of it was non-zero; made on first need.
         self._alive: np.ndarray | None = None
-        #: Whether the backend takes class indices instead of one-hot weight rows.
-        self.class_indices = layout.capabilities.class_index_targets
         #: While the inputs are unchecked: the backend's ``dispatch_gradient``.
         self.dispatch: Dispatch | None = None
         #: Whether the range of the plan's class indices is left to :meth:`finish_checks`.
@@ -69,7 +66,7 @@ class Run:
         wanted = reducer if is_image(self.x.ndim) else None  # only images are reduced
         if wanted not in reducers:
             return None
-        return cast(Magnitude, (wanted, self.channel_axis))
+        return cast(Magnitude, (wanted, self.layout.channel_axis))
 
     def gradient(self, points: np.ndarray, samples: np.ndarray | slice,
                  absolute: bool = False, magnitude: Magnitude | None = None) -> np.ndarray:
@@ -84,7 +81,8 @@ class Run:
         targets: Any
         if self.plan is not None:
             ids = None if samples is self.everything else samples  # None: no indexing
-            targets = self.plan.class_indices_for(ids) if self.class_indices else None
+            class_indices = self.layout.capabilities.class_index_targets
+            targets = self.plan.class_indices_for(ids) if class_indices else None
             if targets is None:
                 targets = self.plan.weights_for(ids, points.dtype)
         elif self.raw_targets is None or self.raw_targets.ndim == 0:

@@ -83,7 +83,7 @@ class _NoisyExplainer(PerturbationExplainer):
         if self.noise_scale == "relative":
             sigma *= float(sample.max()) - float(sample.min())
         return sample + sigma * _standard_normal(generators[index], size, sample.shape,
-                                                 run.channel_axis - 1 if is_image(run.x.ndim)
+                                                 run.layout.channel_axis - 1 if is_image(run.x.ndim)
                                                  else None)
 
 

@@ -242,6 +242,22 @@ def test_float64_inputs_to_a_float32_model_warn_and_keep_float64() -> None:
         Saliency(model, strict=True).explain(x.astype(np.float64), [0, 1, 2, 1])
 
 
+def test_weights_that_do_not_match_the_outputs_name_both_shapes() -> None:
+    """The backward pass starts from the weights, so their shape must be the outputs'."""
+    from agnostic_saliency_torch import TorchBackend
+
+    from agnostic_saliency.backend import CallOptions
+
+    model, x, expected = _cnn()
+    weights = np.eye(3, dtype=np.float32)[[0, 1, 2, 1]]
+    backend = TorchBackend()
+    gradient = backend.gradient(model, x, weights, None, CallOptions())
+    np.testing.assert_allclose(np.abs(gradient).max(axis=1), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match=r"targets of shape \(4, 2\) do not match the "
+                                         r"model's outputs \(4, 3\)"):
+        backend.gradient(model, x, weights[:, :2], None, CallOptions())
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_large_maps_without_channels_are_the_exact_absolute_gradient(dtype: type) -> None:
     """From 32768 values on, PyTorch (not NumPy) takes the absolute value."""

@@ -219,8 +219,38 @@ def _add_ratios(results: dict[str, Any]) -> None:
                 entry["ratio_q3"] = entry["q3_ms"] / native["median_ms"]
                 paired = np.array(entry["times_ms"]) / np.array(native["times_ms"])
                 q1, median, q3 = np.percentile(paired, [25, 50, 75])
+                low, high = median_interval(paired)
                 entry.update(paired_ratio=float(median), paired_q1=float(q1),
-                             paired_q3=float(q3))
+                             paired_q3=float(q3), paired_ci=[low, high])
+
+
+def median_interval(values: np.ndarray, confidence: float = 0.95, resamples: int = 4000
+                    ) -> tuple[float, float]:
+    """Bootstrap interval of the median of ``values`` (percentile method, seeded).
+
+    How far the per-round median could move in another run of as many rounds: a
+    verdict whose interval straddles its target is within this run's noise.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        One number per round (ours over native code in that round).
+    confidence : float
+        Share of the bootstrap medians inside the interval.
+    resamples : int
+        Number of bootstrap samples.
+
+    Returns
+    -------
+    tuple of float
+        The interval's low and high ends.
+    """
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(values), size=(resamples, len(values)))
+    medians = np.median(values[picks], axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(medians, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def summary(results: dict[str, Any]) -> str:
@@ -231,9 +261,9 @@ def summary(results: dict[str, Any]) -> str:
     """
     lines = ["", f"### Summary on {results.get('device', 'cpu')}: "
              "agnostic-saliency's median over the other's", "",
-             "| framework | case | × native (target) | per round (IQR) | × Captum | × Xplique "
-             "| × PAIR |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| framework | case | × native (target) | per round (IQR) | its 95 % CI "
+             "| × Captum | × Xplique | × PAIR |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for key, framework in results["frameworks"].items():
         for case, stats in framework["cases"].items():
             ours = stats.get("agnostic-saliency")
@@ -243,7 +273,8 @@ def summary(results: dict[str, Any]) -> str:
             met = max(ours["ratio"], ours["paired_ratio"]) <= target
             verdict = "met" if met else "NOT met"
             paired = (f"{ours['paired_ratio']:.3f} ({ours['paired_q1']:.3f}–"
-                      f"{ours['paired_q3']:.3f})")
+                      f"{ours['paired_q3']:.3f}) | {ours['paired_ci'][0]:.3f}–"
+                      f"{ours['paired_ci'][1]:.3f}")
             cells = []
             for prefix in ("captum", "xplique", "PAIR"):
                 others = [entry for name, entry in stats.items() if name.startswith(prefix)]

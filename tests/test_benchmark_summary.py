@@ -1,5 +1,6 @@
 """The benchmark's verdicts: a target is met only when the ratio of medians and the
-median per-round ratio (ours over native code in the same round) both reach it."""
+median per-round ratio (ours over native code in the same round) both reach it; the
+summary also gives a bootstrap interval of that median."""
 
 from __future__ import annotations
 
@@ -58,3 +59,27 @@ def test_a_target_met_by_the_medians_alone_is_not_met(run: ModuleType) -> None:
     fair = _results(native, [1.02 * t for t in native])
     run._add_ratios(fair)
     assert "(≤ 1.05: met)" in run.summary(fair)
+
+
+def test_the_interval_of_the_median_holds_it_and_narrows_with_more_rounds(
+        run: ModuleType) -> None:
+    rng = np.random.default_rng(1)
+    few = 1.05 + 0.05 * rng.standard_normal(20)
+    low, high = run.median_interval(few)
+    assert min(few) <= low < np.median(few) < high <= max(few)
+    many = np.tile(few, 9)  # the same spread, nine times the rounds
+    low_many, high_many = run.median_interval(many)
+    assert high_many - low_many < (high - low) / 2
+    assert run.median_interval(np.full(20, 1.1)) == pytest.approx((1.1, 1.1))
+
+
+def test_the_summary_gives_the_interval_of_the_per_round_ratio(run: ModuleType) -> None:
+    native = [1.0, 1.1, 0.9, 1.0, 1.2]
+    rounds = [1.0, 1.1, 1.02, 1.04, 1.06]  # ours / native, round by round
+    results = _results(native, [t * r for t, r in zip(native, rounds, strict=True)])
+    run._add_ratios(results)
+    entry = results["frameworks"]["jax"]["cases"]["mlp-256"]["agnostic-saliency"]
+    low, high = entry["paired_ci"]
+    assert entry["paired_ratio"] == pytest.approx(1.04)
+    assert low <= entry["paired_ratio"] <= high and low < high
+    assert f"| {low:.3f}–{high:.3f} |" in run.summary(results)

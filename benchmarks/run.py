@@ -257,7 +257,8 @@ def summary(results: dict[str, Any]) -> str:
     """agnostic-saliency's time over native code's and other libraries', against the targets.
 
     Targets: at most 1.05 × native at the large batches, 1.5 × at batch 1; a target
-    is met when both the ratio of medians and the median per-round ratio reach it.
+    is met when both the ratio of medians and the median per-round ratio reach it, and
+    a miss is "within noise" when the interval of the per-round median reaches it.
     """
     lines = ["", f"### Summary on {results.get('device', 'cpu')}: "
              "agnostic-saliency's median over the other's", "",
@@ -270,8 +271,7 @@ def summary(results: dict[str, Any]) -> str:
             if ours is None:
                 continue
             target = 1.5 if case.endswith("-1") else 1.05
-            met = max(ours["ratio"], ours["paired_ratio"]) <= target
-            verdict = "met" if met else "NOT met"
+            verdict = _verdict(ours, target)
             paired = (f"{ours['paired_ratio']:.3f} ({ours['paired_q1']:.3f}–"
                       f"{ours['paired_q3']:.3f}) | {ours['paired_ci'][0]:.3f}–"
                       f"{ours['paired_ci'][1]:.3f}")
@@ -283,6 +283,15 @@ def summary(results: dict[str, Any]) -> str:
             lines.append(f"| {TITLES[key]} | {case} | {ours['ratio']:.3f} (≤ {target}: "
                          f"{verdict}) | {paired} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _verdict(ours: dict[str, Any], target: float) -> str:
+    """``"met"`` when the ratio of medians and the per-round median both reach
+    ``target``; else ``"NOT met"``, with ``", within noise"`` when the interval of the
+    per-round median still reaches it (more rounds would tell)."""
+    if max(ours["ratio"], ours["paired_ratio"]) <= target:
+        return "met"
+    return "NOT met, within noise" if ours["paired_ci"][0] <= target else "NOT met"
 
 
 def table(results: dict[str, Any]) -> str:

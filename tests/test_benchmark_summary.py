@@ -83,3 +83,15 @@ def test_the_summary_gives_the_interval_of_the_per_round_ratio(run: ModuleType) 
     assert entry["paired_ratio"] == pytest.approx(1.04)
     assert low <= entry["paired_ratio"] <= high and low < high
     assert f"| {low:.3f}–{high:.3f} |" in run.summary(results)
+
+
+def test_a_miss_whose_interval_reaches_the_target_is_within_noise(run: ModuleType) -> None:
+    native = [1.0] * 8
+    noisy = _results(native, [1.0, 1.02, 1.04, 1.06, 1.07, 1.08, 1.1, 1.2])
+    run._add_ratios(noisy)
+    entry = noisy["frameworks"]["jax"]["cases"]["mlp-256"]["agnostic-saliency"]
+    assert entry["paired_ci"][0] <= 1.05 < entry["paired_ratio"]
+    assert "(≤ 1.05: NOT met, within noise)" in run.summary(noisy)
+    steady = _results(native, [1.08, 1.09, 1.08, 1.1, 1.09, 1.08, 1.1, 1.09])
+    run._add_ratios(steady)
+    assert "(≤ 1.05: NOT met) |" in run.summary(steady)

@@ -17,6 +17,9 @@ __all__ = ["check_gradient", "output_spec"]
 #: Vectors of ones per (row length, dtype), kept for :func:`_row_totals`.
 _ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
 _MAX_ONES = 16
+#: Columns of each row that :func:`_every_row_plainly_nonzero` looks at when the
+#: first column has a zero.
+_PROBES = 16
 
 
 def output_spec(outputs: Any, n: int) -> OutputSpec:
@@ -56,9 +59,10 @@ def check_gradient(
     ``samples`` gives, for each row of the gradient, the index of the input sample it
     belongs to (an array, or a slice of consecutive samples); messages name those.
     One pass over the gradient checks every value and finds the rows that are not
-    identically zero: the sum of each row's absolute values (NaN and Inf
-    propagate), or, for large signed gradients, the sum of squares of each row (a
-    BLAS product, without the temporary array of absolute values).
+    identically zero: for absolute values, the sum of squares of everything and a
+    look at a few columns of each row, else the sum of each row (NaN and Inf
+    propagate); for large signed gradients, the sum of squares of each row (a BLAS
+    product, without the temporary array of absolute values).
 
     ``nonnegative=True`` says that the gradient holds absolute values already (a
     backend's magnitude map): its rows are summed as they are.
@@ -118,6 +122,8 @@ def _nonzero_rows(rows: np.ndarray, samples: np.ndarray | slice) -> np.ndarray |
     when they all are, and NaN or Inf when one of them is (or when finite values
     overflow: those rows are looked at exactly).
     """
+    if _every_row_plainly_nonzero(rows):
+        return True
     totals = _row_totals(rows)
     if len(totals) <= FEW:  # Python compares a few numbers faster than NumPy calls do
         values = totals.tolist()
@@ -136,6 +142,26 @@ def _nonzero_rows(rows: np.ndarray, samples: np.ndarray | slice) -> np.ndarray |
         doubtful = np.flatnonzero(~nonzero)
         nonzero[doubtful] = rows[doubtful].any(axis=1)
     return nonzero
+
+
+def _every_row_plainly_nonzero(rows: np.ndarray) -> bool:
+    """Whether ``rows`` (absolute values) are all finite and each has a non-zero value
+    at one of a few probed places; ``False`` leaves the answer to the exact check.
+
+    Two NumPy calls in the common case: the sum of squares of everything (BLAS, no
+    floating-point warnings; NaN, Inf and squares beyond the dtype's range make it
+    non-finite) and a look at the first column, else at columns spread over the row.
+    Measured in a loop of PyTorch MLP calls at batch 256: 50 against 85 µs for the
+    row sums it spares (with their warning guard and Python's reductions).
+    """
+    if len(rows) < 2 or not rows.shape[1] or not is_dot_ready(rows):
+        return False
+    if not math.isfinite(np.vdot(rows, rows)):
+        return False
+    if rows[:, 0].all():
+        return True
+    step = max(1, rows.shape[1] // _PROBES)
+    return bool(np.logical_or.reduce(rows[:, ::step], axis=1).all())
 
 
 def _row_totals(rows: np.ndarray) -> np.ndarray:

@@ -103,3 +103,23 @@ def test_a_magnitude_with_negative_values_is_looked_at_exactly() -> None:
                                 nonnegative=True)
     assert isinstance(nonzero, np.ndarray)
     np.testing.assert_array_equal(np.flatnonzero(~nonzero), [2])
+
+
+@pytest.mark.parametrize("n", LENGTHS)
+def test_rows_that_the_quick_look_misses_are_checked_exactly(n: int) -> None:
+    """The quick look at a few columns never decides that a row is zero: a row whose
+    first column is 0, or whose only non-zero value is off the probed columns, is
+    summed exactly; only an all-zero row is reported."""
+    rows = np.ones((n, 784), np.float32)
+    rows[:, 0] = 0  # every row fails the look at the first column
+    _, nonzero = check_gradient(rows, rows.shape, "fake", slice(0, n), nonnegative=True)
+    assert nonzero is True
+    rows[1] = 0
+    rows[1, 3] = np.float32(1e-45)  # one denormal, off the probed columns
+    rows[2] = 0
+    _, nonzero = check_gradient(rows, rows.shape, "fake", slice(0, n), nonnegative=True)
+    assert isinstance(nonzero, np.ndarray)
+    np.testing.assert_array_equal(np.flatnonzero(~nonzero), [2])
+    rows[2, 700] = np.nan
+    with pytest.raises(FloatingPointError, match=r"NaN or Inf for samples \[2\]"):
+        check_gradient(rows, rows.shape, "fake", slice(0, n), nonnegative=True)

@@ -21,7 +21,14 @@ import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Magnitude, Operator, warn
-from agnostic_saliency_torch import _compiled, _host, _loading, _model_info, _precision
+from agnostic_saliency_torch import (
+    _autograd,
+    _compiled,
+    _host,
+    _loading,
+    _model_info,
+    _precision,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -205,12 +212,11 @@ def _leaf_gradient(model: Any, feed: _Feed, targets: Any, operator: Operator | N
     if not score.requires_grad:  # nothing in the graph depends on the input
         return None
     try:
-        (grad,) = torch.autograd.grad(score, leaf, weights, allow_unused=True)
+        return _autograd.input_gradient(score, leaf, weights)
     except RuntimeError as error:
         if "cudnn RNN backward can only be called in training mode" in str(error):
             raise RuntimeError(messages.cudnn_rnn_backward()) from error
         raise
-    return grad
 
 
 def _note_changes(feed: _Feed, x: torch.Tensor, leaf: torch.Tensor) -> None:

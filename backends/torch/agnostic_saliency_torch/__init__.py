@@ -238,9 +238,10 @@ def _check_mode(model: Any, options: CallOptions, info: _model_info.ModelInfo | 
                 ) -> None:
     if options.allow_training_mode:
         return
-    modules = (info or _model_info.info(model)).modules
-    if not any(module.training for _, module in modules):
+    info = info or _model_info.info(model)
+    if not info.any_training(model):
         return
+    modules = info.modules
     training = [name or type(model).__name__ for name, module in modules if module.training]
     raise ValueError(messages.training_mode(training))
 

@@ -67,14 +67,14 @@ def _cpu_magnitude(grad: torch.Tensor, magnitude: Magnitude) -> np.ndarray:
     import torch
 
     reducer, axis = magnitude
+    dtype = np.float64 if grad.dtype == torch.float64 else np.float32
     if reducer is None:
         if grad.numel() < _PARALLEL_ABS:
             return np.abs(to_numpy(grad))  # NumPy's new array: fewest calls at batch 1
-        result = np.empty(tuple(grad.shape), dtype=to_numpy(grad).dtype)
+        result = np.empty(grad.shape, dtype=dtype)
         torch.abs(grad, out=torch.from_numpy(result))  # on all of PyTorch's threads
         return result
-    result = np.empty(grad.shape[:axis] + grad.shape[axis + 1:],
-                      dtype=np.float64 if grad.dtype == torch.float64 else np.float32)
+    result = np.empty(grad.shape[:axis] + grad.shape[axis + 1:], dtype=dtype)
     getattr(torch, _REDUCERS[reducer])(grad.abs(), dim=axis, out=torch.from_numpy(result))
     return result
 

@@ -78,6 +78,8 @@ class ModelInfo:
     root: weakref.ref[Any]
     submodules: tuple[tuple[str, Any], ...]
     tensors: tuple[Any, ...]
+    #: The submodules without their names, for the loops that run on every call.
+    submodule_objects: tuple[Any, ...]
     channels_last: bool
     registrations: int
     entries: int
@@ -89,13 +91,24 @@ class ModelInfo:
         """Every module with its name, the model itself first (named ``""``)."""
         return (("", self.root()), *self.submodules)
 
+    def any_training(self, model: Any) -> bool:
+        """Whether ``model`` (this info's model) or one of its submodules is training."""
+        if model.training:
+            return True
+        for module in self.submodule_objects:
+            if module.training:
+                return True
+        return False
+
     def prefers_channels_last(self, tensor: Any) -> bool:
         """Whether to feed the model a channels-last copy of ``tensor``."""
         return self.channels_last and tensor.ndim == 4
 
-    def is_current(self) -> bool:
-        """Whether no module, parameter or buffer was added, replaced or removed since."""
-        return self.registrations == _Registrations.count and self.entries == _entries(self.modules)
+    def is_current(self, model: Any) -> bool:
+        """Whether no module, parameter or buffer was added to, replaced in or removed
+        from ``model`` (this info's model) since."""
+        return (self.registrations == _Registrations.count
+                and self.entries == _entries(model) + _entries(*self.submodule_objects))
 
 
 def info(model: Any) -> ModelInfo:
@@ -108,7 +121,7 @@ def info(model: Any) -> ModelInfo:
     else:
         with _lock:
             known = _infos.get(model)
-    if known is not None and known.is_current():
+    if known is not None and known.is_current(model):
         if not latest:
             _last = known.root, weakref.ref(known)
         return known
@@ -122,10 +135,11 @@ def info(model: Any) -> ModelInfo:
         root=root,
         submodules=tuple(entry for entry in modules if entry[1] is not model),
         tensors=(*model.parameters(), *model.buffers()),
+        submodule_objects=tuple(module for _, module in modules if module is not model),
         channels_last=model not in _plain_layout
         and any(isinstance(module, torch.nn.Conv2d) for _, module in modules),
         registrations=registrations,
-        entries=_entries(modules),
+        entries=_entries(*(module for _, module in modules)),
     )
     with _lock:
         _infos[model] = fresh
@@ -140,7 +154,9 @@ def refuse_channels_last(model: Any) -> None:
     info(model).channels_last = False
 
 
-def _entries(modules: tuple[tuple[str, Any], ...]) -> int:
+def _entries(*modules: Any) -> int:
     """Submodules, parameters and buffers held by ``modules``, counted."""
-    return sum(len(module._modules) + len(module._parameters) + len(module._buffers)
-               for _, module in modules)
+    total = 0
+    for module in modules:  # a loop, not sum() of a generator: run on every call
+        total += len(module._modules) + len(module._parameters) + len(module._buffers)
+    return total

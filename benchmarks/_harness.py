@@ -114,10 +114,16 @@ def measure(contenders: list[Contender], rounds: int, min_block_s: float = 0.05,
     """Time ``contenders`` in interleaved rounds; return statistics per contender.
 
     Each contender's first call is timed on its own (it includes tracing and
-    compilation). After ``warmup`` more calls each, a block size ``k`` is chosen so
-    that the fastest contender's block lasts at least ``min_block_s``; then every
+    compilation). After ``warmup`` more calls each, each contender gets a block
+    size: the number of its calls that lasts at least ``min_block_s``. Then every
     round runs each contender's block once, in an order rotated from round to
     round, and records the time per call. Medians and quartiles are over rounds.
+
+    Blocks of one length keep the contenders of a round close in time, so the
+    machine's drift (this kind of shared machine changes speed by up to 2x within
+    seconds) cancels in per-round ratios: a slow contender (PAIR's per-sample
+    loop, 25x native code) no longer stretches the round with the fast ones' call
+    count, which put seconds between ours and native code.
     """
     stats: dict[str, dict[str, Any]] = {}
     for contender in contenders:
@@ -131,15 +137,16 @@ def measure(contenders: list[Contender], rounds: int, min_block_s: float = 0.05,
     for contender in contenders:
         for _ in range(warmup):
             contender.run()
-    fastest = min(_time_once(contender.run) for contender in contenders)
-    block = max(1, int(np.ceil(min_block_s / max(fastest, 1e-7))))
+    blocks = {contender.name: max(1, int(np.ceil(min_block_s / max(_time_once(contender.run),
+                                                                      1e-7))))
+              for contender in contenders}
     traces_before = {c.name: c.traces() for c in contenders if c.traces}
     times: dict[str, list[float]] = {c.name: [] for c in contenders}
     gc.collect()
     for round_index in range(rounds):
         shift = round_index % len(contenders)
         for contender in contenders[shift:] + contenders[:shift]:
-            run = contender.run
+            run, block = contender.run, blocks[contender.name]
             start = time.perf_counter()
             for _ in range(block):
                 run()
@@ -149,7 +156,8 @@ def measure(contenders: list[Contender], rounds: int, min_block_s: float = 0.05,
         q1, median, q3 = np.percentile(values, [25, 50, 75])
         entry = stats[contender.name]
         entry.update(median_ms=float(median), q1_ms=float(q1), q3_ms=float(q3),
-                     rounds=rounds, calls_per_round=block, times_ms=values.round(4).tolist())
+                     rounds=rounds, calls_per_round=blocks[contender.name],
+                     times_ms=values.round(4).tolist())
         if contender.traces:
             entry["traces_while_timed"] = contender.traces() - traces_before[contender.name]
     return stats

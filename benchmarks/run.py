@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/run.py [--quick] [--frameworks torch keras tensorflow jax]
-                             [--cases cnn-32 mlp-256 cnn-1 mlp-1] [--rounds 20]
+                             [--cases cnn-32 mlp-256 cnn-1 mlp-1] [--rounds 60]
                              [--torch-compile] [--device cpu] [--out benchmarks/results]
 
 Each framework runs in its own process (no framework's thread pools compete with
@@ -85,9 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
     parser.add_argument("--cases", nargs="+", choices=[case.name for case in CASES],
                         default=[case.name for case in CASES])
-    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 20)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 60)")
     parser.add_argument("--min-block", type=float, default=None,
-                        help="seconds each contender runs per round, at least (default 0.1)")
+                        help="seconds each contender runs per round, at least (default 0.05)")
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time native PyTorch code around torch.compile(model)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -120,8 +120,8 @@ def _check_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 
 def _settings(args: argparse.Namespace) -> tuple[int, float]:
-    rounds = args.rounds or (5 if args.quick else 20)
-    block = args.min_block or (0.02 if args.quick else 0.1)
+    rounds = args.rounds or (5 if args.quick else 60)
+    block = args.min_block or (0.02 if args.quick else 0.05)
     return rounds, block
 
 

@@ -4,9 +4,11 @@
 autograd engine: tuples, ``__torch_function__`` overrides, the shapes of
 ``grad_outputs``, a debug-logging hook, and a copy of the context for the engine's
 device threads. The backend has already made sure of what those checks are for, so
-on the CPU it calls the engine directly. Measured in place, alternating call by
-call with native code for the benchmark MLP at batch 256 (3000 calls each, 2-core
-CPU): 80 µs less per call (2069 against 1989 µs median, native 1928 µs).
+on the CPU it calls the engine directly. Measured on the 2-core benchmark CPU, in
+one process against the backend without it (which also walked the model's modules
+a little more slowly), alternating call by call with native code in orders where each
+follows native code equally often: 93–102 µs less per call for the benchmark MLP at
+batch 256 (three runs of 3000 calls, native code 2.5–2.8 ms), 28 µs at batch 1.
 
 The direct call is taken only where it runs exactly what ``torch.autograd.grad``
 would run:

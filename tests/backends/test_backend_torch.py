@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from torch_cnn import small_cnn as _cnn
 
 from agnostic_saliency import Saliency, SaliencyWarning, SmoothGrad
 from agnostic_saliency.testing import BackendConformanceTests, ModelSpec, make_spec
@@ -31,15 +32,6 @@ class TestTorchBackend(BackendConformanceTests):
 
     def to_framework(self, array: np.ndarray) -> Any:
         return torch.from_numpy(array.copy())
-
-
-def _cnn() -> tuple[Any, np.ndarray, np.ndarray]:
-    spec = make_spec("cnn", layout="channels_first")
-    x = np.random.default_rng(0).normal(size=(4, 3, 7, 6)).astype(np.float32)
-    weights = np.eye(3)[[0, 1, 2, 1]]
-    expected = np.abs(NumpyModel(spec.cast(np.float64)).input_gradient(x.astype(np.float64),
-                                                                        weights)).max(axis=1)
-    return build_torch(spec), x, expected
 
 
 def _state(model: Any) -> dict[str, Any]:

@@ -9,17 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from torch_cnn import TARGETS as _TARGETS
+from torch_cnn import small_cnn as _cnn
 
 from agnostic_saliency import Saliency
-from agnostic_saliency.testing import make_spec
-from agnostic_saliency.testing.builders import build_torch
-from agnostic_saliency.testing.reference import NumpyModel
 
 torch = pytest.importorskip("torch")
 _autograd = pytest.importorskip("agnostic_saliency_torch._autograd")
-
-_TARGETS = [0, 1, 2, 1]
-
 
 @pytest.fixture
 def public_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
@@ -35,15 +31,6 @@ def public_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     _autograd.reset()
     yield calls
     _autograd.reset()
-
-
-def _cnn() -> tuple[Any, np.ndarray, np.ndarray]:
-    """A CNN, inputs and its exact map (float64 NumPy reference) for ``_TARGETS``."""
-    spec = make_spec("cnn", layout="channels_first")
-    x = np.random.default_rng(0).normal(size=(4, 3, 7, 6)).astype(np.float32)
-    reference = NumpyModel(spec.cast(np.float64))
-    gradient = reference.input_gradient(x.astype(np.float64), np.eye(3)[_TARGETS])
-    return build_torch(spec), x, np.abs(gradient).max(axis=1)
 
 
 def _public_maps(explain: Callable[[], np.ndarray]) -> np.ndarray:

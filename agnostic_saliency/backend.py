@@ -184,7 +184,11 @@ class Backend(Protocol):
         Returns
         -------
         numpy.ndarray
-            The gradient, same shape as ``inputs``.
+            The gradient, same shape as ``inputs``. A writeable array is handed
+            over: the frontend may return it to the user as the maps, without a
+            copy, unless it shares memory with ``inputs``. Memory that the backend
+            keeps using (a buffer of its own, a framework's immutable array) goes
+            back read-only, and the frontend copies it.
         """
         ...
 

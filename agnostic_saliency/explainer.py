@@ -339,13 +339,14 @@ def _fresh(result: np.ndarray, shape: tuple[int, ...], dtype: np.dtype,
            inputs: np.ndarray) -> np.ndarray:
     """``result`` as the returned maps: itself if it is a new array of the right kind, else a copy.
 
-    A result that owns its memory was made by NumPy for this call (not a backend's
-    buffer nor a view of the inputs), so handing it out saves a copy.
+    A writeable result that is no view of another NumPy array was made for this call
+    (by NumPy, or a backend's tensor memory handed over: see :class:`Backend`), so
+    handing it out saves a copy; one that shares memory with the inputs is copied.
     """
     flags = result.flags
-    # An array that owns its memory is no view of the inputs; it can only be them.
-    if flags.owndata and flags.c_contiguous and flags.writeable and result is not inputs \
-            and result.shape == shape and result.dtype == dtype:
+    if flags.writeable and flags.c_contiguous and result.shape == shape \
+            and result.dtype == dtype and not isinstance(result.base, np.ndarray) \
+            and (flags.owndata or not np.may_share_memory(result, inputs)):
         return result
     maps = np.empty(shape, dtype=dtype)
     maps[...] = result

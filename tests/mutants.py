@@ -108,3 +108,16 @@ class ReducesBeforeAbsolute(Mutant):
             return exact
         reducer, axis = magnitude
         return np.abs(exact if reducer is None else getattr(np, reducer)(exact, axis=axis))
+
+
+class ReusesItsBuffer(Mutant):
+    """Writes every gradient into one array of its own and returns that array."""
+
+    def __init__(self) -> None:
+        self.buffer: np.ndarray | None = None
+
+    def corrupt(self, gradient, model, inputs, targets):  # type: ignore[no-untyped-def]
+        if self.buffer is None or self.buffer.shape != gradient.shape:
+            self.buffer = np.empty_like(gradient)
+        self.buffer[...] = gradient
+        return self.buffer

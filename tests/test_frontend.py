@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import warnings
 from typing import Any
@@ -338,6 +339,42 @@ def test_zero_maps_warn_and_strict_raises() -> None:
     assert {w.filename for w in record if w.category is SaliencyWarning} == {__file__}
     with pytest.raises(RuntimeError, match=r"identically zero for samples \[1, 3\]"):
         Saliency(NumpyModel(make_spec("mlp")), backend=backend, strict=True).explain(x, 0)
+
+
+def _memory_of(array: np.ndarray) -> np.ndarray:
+    """A writeable array on ``array``'s (float32) memory that NumPy does not own and
+    that is no view of another NumPy array, as a tensor's memory handed over by a
+    backend is (here the memory is seen through a ctypes pointer)."""
+    pointer = array.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    view = np.ctypeslib.as_array(pointer, shape=array.shape)
+    assert view.flags.writeable and not view.flags.owndata
+    assert not isinstance(view.base, np.ndarray)
+    return view
+
+
+@pytest.mark.parametrize("absolute", [True, False])
+def test_a_writeable_answer_is_handed_out_unless_it_is_the_inputs_memory(
+        absolute: bool) -> None:
+    """``f(x) = |x|^2 / 2`` has the gradient ``x``: a backend that answers with the
+    inputs' own memory gets copied; one that answers with memory of its own does not."""
+    x = np.random.default_rng(0).normal(size=(3, 6)).astype(np.float32)
+    given = x.copy()
+    kept: list[np.ndarray] = []
+
+    def own_memory(inputs: np.ndarray) -> np.ndarray:
+        kept.append(_memory_of(np.abs(inputs) if absolute else inputs.copy()))
+        return kept[-1]
+
+    model = NumpyModel(make_spec("mlp"))
+    maps = Saliency(model, backend=AnsweringBackend(_memory_of), absolute=absolute,
+                    preset="captum").explain(x, 0)
+    assert not np.shares_memory(maps, x)
+    np.testing.assert_array_equal(x, given)
+    np.testing.assert_array_equal(maps, np.abs(given) if absolute else given)
+    handed = Saliency(model, backend=AnsweringBackend(own_memory), absolute=absolute,
+                      preset="captum").explain(x, 0)
+    assert np.shares_memory(handed, kept[-1]) is (not absolute)  # |g| is NumPy's new array
+    np.testing.assert_array_equal(handed, np.abs(given) if absolute else given)
 
 
 @pytest.mark.parametrize("absolute", [True, False])

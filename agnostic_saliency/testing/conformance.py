@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -260,6 +261,27 @@ class BackendConformanceTests:
                 assert isinstance(result, np.ndarray) and result.shape == magnitude.shape
                 assert np.issubdtype(result.dtype, np.floating)
                 self.assert_close(result, magnitude, scale=float(magnitude.max()))
+
+    def test_writeable_answers_are_handed_over(self) -> None:
+        """A writeable gradient (or magnitude map) is the caller's: the backend never
+        writes to it again, and it shares no memory with the inputs (see
+        :meth:`Backend.gradient`): the frontend returns it as the maps."""
+        spec = self.spec("mlp")
+        model, x = self.model(spec), self.inputs(spec, n=6)
+        weights = np.eye(spec.n_outputs, dtype=np.float32)[np.arange(len(x)) % spec.n_outputs]
+        backend: Any = self.resolved_backend()
+        asked: list[dict[str, Any]] = [{}]
+        asked += [{"magnitude": (None, 1)}] if None in magnitude_reducers(backend) else []
+        for extra in asked:
+            answer = partial(backend.gradient, model, x, weights, None, CallOptions(), **extra)
+            first, second = answer(), answer()
+            if not first.flags.writeable:
+                continue
+            assert not np.shares_memory(first, second) and not np.shares_memory(first, x)
+            expected = second.copy()
+            first[...] = np.nan
+            np.testing.assert_array_equal(second, expected)
+            np.testing.assert_array_equal(answer(), expected)
 
     @pytest.mark.parametrize("targets", [None, 1])
     def test_non_finite_inputs_are_refused(self, targets: int | None) -> None:

@@ -27,6 +27,7 @@ from agnostic_saliency_torch import (
     _host,
     _loading,
     _model_info,
+    _ownership,
     _precision,
 )
 
@@ -145,7 +146,8 @@ class TorchBackend:
             return _host.no_gradient
         if magnitude is None:
             return partial(_host.to_numpy, grad)
-        return _host.magnitude_map(grad, magnitude)
+        in_place = _ownership.sole_owner(grad)  # a statement of its own (see there)
+        return _host.magnitude_map(grad, magnitude, in_place)
 
 
 @dataclass

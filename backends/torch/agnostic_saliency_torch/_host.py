@@ -45,37 +45,59 @@ def no_gradient() -> None:
     return None
 
 
-def magnitude_map(grad: torch.Tensor, magnitude: Magnitude) -> Callable[[], np.ndarray]:
+def magnitude_map(grad: torch.Tensor, magnitude: Magnitude, in_place: bool = False
+                  ) -> Callable[[], np.ndarray]:
     """Queue ``reducer(|grad|, axis)`` where ``grad`` is; return the function that
     gives it as a new NumPy array.
 
     From a GPU only the reduced map is copied back; that copy waits for the device.
+    ``in_place=True`` says that nothing else refers to ``grad`` (see
+    :mod:`agnostic_saliency_torch._ownership`): a float CPU gradient's absolute
+    values are then taken into its own memory.
     """
     import torch
 
     reducer, axis = magnitude
     if grad.is_cpu and grad.dtype in (torch.float32, torch.float64):
-        return partial(_cpu_magnitude, grad, magnitude)
+        return partial(_cpu_magnitude, grad, magnitude, in_place)
     values = upcast(grad.abs())  # 16-bit gradients are summed in float32
     if reducer is not None:
         values = getattr(torch, _REDUCERS[reducer])(values, dim=axis)
     return partial(_copy_to_numpy, values)
 
 
-def _cpu_magnitude(grad: torch.Tensor, magnitude: Magnitude) -> np.ndarray:
-    """``reducer(|grad|, axis)`` of a float32 or float64 CPU gradient, as a new NumPy array."""
+def _cpu_magnitude(grad: torch.Tensor, magnitude: Magnitude, in_place: bool) -> np.ndarray:
+    """``reducer(|grad|, axis)`` of a float32 or float64 CPU gradient, as a new NumPy
+    array (with ``reducer=None`` and ``in_place``, the gradient's own memory)."""
     import torch
 
     reducer, axis = magnitude
-    dtype = np.float64 if grad.dtype == torch.float64 else np.float32
     if reducer is None:
-        if grad.numel() < _PARALLEL_ABS:
-            return np.abs(to_numpy(grad))  # NumPy's new array: fewest calls at batch 1
-        result = np.empty(grad.shape, dtype=dtype)
-        torch.abs(grad, out=torch.from_numpy(result))  # on all of PyTorch's threads
-        return result
+        return _absolute(grad, in_place)
+    magnitudes = torch.abs(grad, out=grad) if in_place else grad.abs()
+    dtype = np.float64 if grad.dtype == torch.float64 else np.float32
     result = np.empty(grad.shape[:axis] + grad.shape[axis + 1:], dtype=dtype)
-    getattr(torch, _REDUCERS[reducer])(grad.abs(), dim=axis, out=torch.from_numpy(result))
+    getattr(torch, _REDUCERS[reducer])(magnitudes, dim=axis, out=torch.from_numpy(result))
+    return result
+
+
+def _absolute(grad: torch.Tensor, in_place: bool) -> np.ndarray:
+    """``|grad|`` of a float32 or float64 CPU gradient: in its own memory with
+    ``in_place``, else in a new NumPy array."""
+    import torch
+
+    parallel = grad.numel() >= _PARALLEL_ABS
+    if in_place:
+        values = to_numpy(grad)
+        if parallel:
+            torch.abs(grad, out=grad)  # on all of PyTorch's threads
+        else:
+            np.abs(values, out=values)
+        return values
+    if not parallel:
+        return np.abs(to_numpy(grad))  # NumPy's new array: fewest calls at batch 1
+    result = np.empty(grad.shape, dtype=np.float64 if grad.dtype == torch.float64 else np.float32)
+    torch.abs(grad, out=torch.from_numpy(result))
     return result
 
 

@@ -52,8 +52,8 @@ def magnitude_map(grad: torch.Tensor, magnitude: Magnitude, in_place: bool = Fal
 
     From a GPU only the reduced map is copied back; that copy waits for the device.
     ``in_place=True`` says that nothing else refers to ``grad`` (see
-    :mod:`agnostic_saliency_torch._ownership`): a float CPU gradient's absolute
-    values are then taken into its own memory.
+    :mod:`agnostic_saliency_torch._ownership`): the absolute values of a float CPU
+    gradient (no reducer) are then taken into its own memory.
     """
     import torch
 
@@ -68,13 +68,15 @@ def magnitude_map(grad: torch.Tensor, magnitude: Magnitude, in_place: bool = Fal
 
 def _cpu_magnitude(grad: torch.Tensor, magnitude: Magnitude, in_place: bool) -> np.ndarray:
     """``reducer(|grad|, axis)`` of a float32 or float64 CPU gradient, as a new NumPy
-    array (with ``reducer=None`` and ``in_place``, the gradient's own memory)."""
+    array (with ``reducer=None`` and ``in_place``: the gradient's own memory)."""
     import torch
 
     reducer, axis = magnitude
     if reducer is None:
         return _absolute(grad, in_place)
-    magnitudes = torch.abs(grad, out=grad) if in_place else grad.abs()
+    # Not in place here: for the benchmark CNN at batch 32, the in-place absolute
+    # value before the reduction was 18-290 µs slower per call (3 A/B runs).
+    magnitudes = grad.abs()
     dtype = np.float64 if grad.dtype == torch.float64 else np.float32
     result = np.empty(grad.shape[:axis] + grad.shape[axis + 1:], dtype=dtype)
     getattr(torch, _REDUCERS[reducer])(magnitudes, dim=axis, out=torch.from_numpy(result))

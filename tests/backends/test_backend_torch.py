@@ -250,9 +250,15 @@ def test_weights_that_do_not_match_the_outputs_name_both_shapes() -> None:
         backend.gradient(model, x, weights[:, :2], None, CallOptions())
 
 
+@pytest.mark.parametrize("owned", [True, False], ids=["in-place", "new-array"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_large_maps_without_channels_are_the_exact_absolute_gradient(dtype: type) -> None:
-    """From 32768 values on, PyTorch (not NumPy) takes the absolute value."""
+def test_large_maps_without_channels_are_the_exact_absolute_gradient(
+        dtype: type, owned: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NumPy takes the absolute value in the gradient's own memory; for a gradient
+    that is not the backend's own, from 32768 values on, PyTorch takes it into a
+    new array."""
+    if not owned:
+        monkeypatch.setattr("agnostic_saliency_torch._ownership._baseline", False)
     torch.manual_seed(0)
     dense = torch.nn.Linear(784, 10).to(torch.float64 if dtype == np.float64 else torch.float32)
     x = np.random.default_rng(0).normal(size=(64, 784)).astype(dtype)

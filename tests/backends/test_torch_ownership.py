@@ -180,10 +180,11 @@ def test_maps_in_the_gradients_memory_are_exact_and_independent(
     np.testing.assert_array_equal(explainer.explain(x, targets), expected)
 
 
-def test_image_maps_reduced_from_an_owned_gradient_are_exact(in_place: list[bool]) -> None:
+def test_image_maps_are_reduced_from_a_new_array_to_the_exact_maps(
+        in_place: list[bool]) -> None:
     model, x, expected = small_cnn()
     maps = Saliency(model).explain(x, TARGETS)
-    assert in_place == [True]
+    assert in_place == [False]  # measured slower in place before the reduction
     np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-7)
 
 

@@ -146,7 +146,8 @@ class TorchBackend:
             return _host.no_gradient
         if magnitude is None:
             return partial(_host.to_numpy, grad)
-        in_place = _ownership.sole_owner(grad)  # a statement of its own (see there)
+        # Only |g| itself is taken in place; a statement of its own (see sole_owner).
+        in_place = magnitude[0] is None and _ownership.sole_owner(grad)
         return _host.magnitude_map(grad, magnitude, in_place)
 
 

@@ -15,7 +15,8 @@ from agnostic_saliency import Saliency
 torch = pytest.importorskip("torch")
 _ownership = pytest.importorskip("agnostic_saliency_torch._ownership")
 
-#: Large enough for PyTorch (not NumPy) to take the absolute value, as at batch 256.
+#: A large map, as at batch 256: above the 32768 values from which a gradient that is
+#: not the backend's own gets PyTorch's absolute value into a new array.
 _ROWS, _FEATURES = 64, 784
 
 

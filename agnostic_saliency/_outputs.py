@@ -150,18 +150,25 @@ def _every_row_plainly_nonzero(rows: np.ndarray) -> bool:
 
     Two NumPy calls in the common case: the sum of squares of everything (BLAS, no
     floating-point warnings; NaN, Inf and squares beyond the dtype's range make it
-    non-finite) and a look at the first column, else at columns spread over the row.
-    Measured in a loop of PyTorch MLP calls at batch 256: 50 against 85 µs for the
-    row sums it spares (with their warning guard and Python's reductions).
+    non-finite) and a count of the non-zero values of the first column, else of
+    columns spread over the row. Measured in a loop of PyTorch MLP calls at batch
+    256: 50 against 85 µs for the row sums it spares (with their warning guard and
+    Python's reductions).
+
+    The count, not ``ndarray.all``: right after a model's call NumPy's code is out
+    of the caches, and ``all`` of a float column runs the ufunc machinery (a cast to
+    bool in buffers) where ``count_nonzero`` is one small loop. Timed alone right
+    after a PyTorch MLP call at batch 256: 20 against 36 µs. The whole call did not
+    tell them apart (two runs of 2000 paired calls: -16 and +1 µs on average).
     """
     if len(rows) < 2 or not rows.shape[1] or not is_dot_ready(rows):
         return False
     if not math.isfinite(np.vdot(rows, rows)):
         return False
-    if rows[:, 0].all():
+    if np.count_nonzero(rows[:, 0]) == len(rows):
         return True
     step = max(1, rows.shape[1] // _PROBES)
-    return bool(np.logical_or.reduce(rows[:, ::step], axis=1).all())
+    return np.count_nonzero(np.logical_or.reduce(rows[:, ::step], axis=1)) == len(rows)
 
 
 def _row_totals(rows: np.ndarray) -> np.ndarray:

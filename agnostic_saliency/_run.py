@@ -21,7 +21,7 @@ from agnostic_saliency.backend import Dispatch, Magnitude
 if TYPE_CHECKING:
     from agnostic_saliency.explainer import GradientExplainer, Layout
 
-__all__ = ["Run"]
+__all__ = ["Run", "magnitude_for"]
 
 _NO_SAMPLES = np.zeros(0, dtype=np.intp)
 _NO_SAMPLES.flags.writeable = False
@@ -60,13 +60,7 @@ class Run:
         ``None`` where the backend cannot give it: then :meth:`gradient` returns the
         gradient (or its absolute values) with the channels kept.
         """
-        reducers = self.layout.capabilities.magnitude_reducers
-        if not reducers:
-            return None
-        wanted = reducer if is_image(self.x.ndim) else None  # only images are reduced
-        if wanted not in reducers:
-            return None
-        return cast(Magnitude, (wanted, self.layout.channel_axis))
+        return magnitude_for(self.layout, reducer, self.x.ndim)
 
     def gradient(self, points: np.ndarray, samples: np.ndarray | slice,
                  absolute: bool = False, magnitude: Magnitude | None = None) -> np.ndarray:
@@ -157,3 +151,15 @@ class Run:
         if (False not in alive.tolist()) if len(alive) <= FEW else alive.all():
             return _NO_SAMPLES
         return np.flatnonzero(~alive)
+
+
+def magnitude_for(layout: Layout, reducer: Reducer, ndim: int) -> Magnitude | None:
+    """What to ask the backend of ``layout`` for to get ``reducer`` over ``|gradient|``
+    of inputs of rank ``ndim`` directly; ``None`` where it cannot give it."""
+    reducers = layout.capabilities.magnitude_reducers
+    if not reducers:
+        return None
+    wanted = reducer if is_image(ndim) else None  # only images are reduced
+    if wanted not in reducers:
+        return None
+    return cast(Magnitude, (wanted, layout.channel_axis))

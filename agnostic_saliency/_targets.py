@@ -16,7 +16,7 @@ import numpy as np
 from agnostic_saliency import messages
 from agnostic_saliency._inputs import FEW
 
-__all__ = ["OutputSpec", "TargetPlan", "plan_targets"]
+__all__ = ["OutputSpec", "TargetPlan", "indices_in_range", "plan_targets"]
 
 
 @dataclass(frozen=True)
@@ -139,13 +139,17 @@ def _as_indices(array: np.ndarray) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _check_range(indices: np.ndarray, n_outputs: int) -> None:
+def indices_in_range(indices: np.ndarray, n_outputs: int) -> bool:
+    """Whether every int64 class index of ``indices`` is in ``[0, n_outputs)``."""
     if len(indices) <= FEW:  # Python compares a few numbers faster than NumPy reduces them
         values = indices.tolist()
-        if not values or (min(values) >= 0 and max(values) < n_outputs):
-            return
+        return not values or (min(values) >= 0 and max(values) < n_outputs)
     # Seen as unsigned, a negative int64 is above 2**63: one reduction tests both ends.
-    elif np.maximum.reduce(indices.view(np.uint64)) < n_outputs:
+    return bool(np.maximum.reduce(indices.view(np.uint64)) < n_outputs)
+
+
+def _check_range(indices: np.ndarray, n_outputs: int) -> None:
+    if indices_in_range(indices, n_outputs):
         return
     bad = indices[(indices < 0) | (indices >= n_outputs)]
     raise ValueError(messages.targets_out_of_range(int(bad[0]), n_outputs))

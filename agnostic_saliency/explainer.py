@@ -210,7 +210,7 @@ class GradientExplainer:
             attributions = self._attribute(run, run.everything)
             if layout.reduces:
                 attributions = reduce_channels(attributions, axis, self.reducer)
-            maps = _fresh(attributions, shape, dtype, x)
+            maps = fresh_maps(attributions, shape, dtype, x)
         else:  # each chunk is written into the output: memory grows with size, not N
             maps = np.empty(shape, dtype=dtype)
             for rows in _chunks(len(x), size):
@@ -234,15 +234,20 @@ class GradientExplainer:
 
     def _layout(self, x: np.ndarray) -> Layout:
         """The layout of inputs like ``x`` (made on the first call that has their shape)."""
-        key = (x.shape, x.dtype, self.reducer, self.channel_axis)
-        layout = self._layouts.get(key)  # reading a dict needs no lock
-        if layout is None or layout.backend is not self.backend:
+        layout = self._known_layout(x)
+        if layout is None:
             axis = self._channel_axis(x)
             shape = self._map_shape(x, axis)
             layout = Layout(self.backend, capabilities(self.backend), axis, shape,
                             _output_dtype(x.dtype), reduces=shape != x.shape)
-            self._remember(self._layouts, key, layout)
+            self._remember(self._layouts, (x.shape, x.dtype, self.reducer, self.channel_axis),
+                           layout)
         return layout
+
+    def _known_layout(self, x: np.ndarray) -> Layout | None:
+        """The layout of inputs like ``x`` for the current backend, if made already."""
+        layout = self._layouts.get((x.shape, x.dtype, self.reducer, self.channel_axis))
+        return layout if layout is not None and layout.backend is self.backend else None
 
     def _remember(self, cache: dict[Hashable, T], key: Hashable, value: T) -> None:
         """Store ``value``, dropping the oldest entry of a full ``cache``."""
@@ -293,14 +298,17 @@ class GradientExplainer:
         return plan_targets(targets, len(x), self._output_spec(x), check_range)
 
     def _output_spec(self, x: np.ndarray) -> OutputSpec:
-        key = (x.shape[1:], x.dtype)
-        spec = self._specs.get(key)  # reading a dict needs no lock
+        spec = self._known_spec(x)
         if spec is None:
             # Two samples, so that a model that reduces over the batch is caught.
             probe = x[:2]
             spec = output_spec(self.backend.predict(self.model, probe, self.options), len(probe))
-            self._remember(self._specs, key, spec)
+            self._remember(self._specs, (x.shape[1:], x.dtype), spec)
         return spec
+
+    def _known_spec(self, x: np.ndarray) -> OutputSpec | None:
+        """The model's output spec for inputs like ``x``, if probed already."""
+        return self._specs.get((x.shape[1:], x.dtype))  # reading a dict needs no lock
 
     def predict(self, inputs: Any) -> np.ndarray:
         """The model's outputs for ``inputs``, in batches, as NumPy."""
@@ -335,7 +343,7 @@ def _check_batch_size(batch_size: object) -> int | None:
     raise ValueError(messages.bad_batch_size(batch_size))
 
 
-def _fresh(result: np.ndarray, shape: tuple[int, ...], dtype: np.dtype,
+def fresh_maps(result: np.ndarray, shape: tuple[int, ...], dtype: np.dtype,
            inputs: np.ndarray) -> np.ndarray:
     """``result`` as the returned maps: itself if it is a new array of the right kind, else a copy.
 

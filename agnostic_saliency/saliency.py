@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency._definitions import DEFAULT, resolve_definitions
+from agnostic_saliency._quick import quick_maps
 from agnostic_saliency._reduce import Reducer
 from agnostic_saliency._run import Run
 from agnostic_saliency.backend import Backend, Operator, OutputSelector
@@ -85,6 +86,12 @@ class Saliency(GradientExplainer):
                          output_selector=output_selector,
                          allow_training_mode=allow_training_mode, strict=strict)
         self.absolute = bool(definitions["absolute"])
+
+    def explain(self, inputs: Any, targets: Any = None) -> np.ndarray:
+        maps = quick_maps(self, inputs, targets) if type(self) is Saliency else None
+        return maps if maps is not None else super().explain(inputs, targets)
+
+    explain.__doc__ = GradientExplainer.explain.__doc__
 
     def _attribute(self, run: Run, rows: slice) -> np.ndarray:
         # A backend that can reduces |gradient| itself (on a GPU, before the copy back).

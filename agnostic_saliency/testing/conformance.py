@@ -489,6 +489,32 @@ class BackendConformanceTests:
         explainer, x = self.saliency(self.model(spec)), self.inputs(spec)
         np.testing.assert_array_equal(explainer.explain(x, 1), explainer.explain(x, 1))
 
+    @pytest.mark.parametrize(("name", "reducer", "absolute"),
+                             [("mlp", "max", True), ("cnn", "max", True), ("cnn", None, False)])
+    def test_later_calls_of_one_signature_give_the_same_maps(self, name: str,
+                                                              reducer: str | None,
+                                                              absolute: bool) -> None:
+        """Calls after the first with the same input shape and class indices take the
+        frontend's short way: the same exact maps, each a new array, and the same
+        refusal of non-finite inputs."""
+        spec = self.spec(name)
+        model, x = self.model(spec), self.inputs(spec)
+        explainer = self.saliency(model, reducer=reducer, absolute=absolute)
+        targets = np.array([0, 1, 2, 1, 0])
+        expected = self.exact_gradient(spec, x, self.one_hot(targets, spec.n_outputs))
+        expected = np.abs(expected) if absolute else expected
+        if reducer is not None and x.ndim == 4:
+            expected = expected.max(axis=self.channel_axis())
+        maps = [explainer.explain(x, targets) for _ in range(3)]
+        for found in maps:
+            self.assert_close(found, expected, scale=float(np.abs(expected).max()))
+        np.testing.assert_array_equal(maps[1], maps[0])
+        np.testing.assert_array_equal(maps[2], maps[0])
+        assert not np.shares_memory(maps[1], maps[2]) and not np.shares_memory(maps[2], x)
+        x[3].flat[0] = np.nan
+        with pytest.raises(ValueError, match=r"1 non-finite values \(first at sample 3"):
+            explainer.explain(x, targets)
+
     def test_maps_are_finite_non_negative_and_not_trivial(self) -> None:
         spec = self.spec("cnn")
         maps = self.saliency(self.model(spec)).explain(self.inputs(spec, n=6))

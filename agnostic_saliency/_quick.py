@@ -65,9 +65,9 @@ def _prepared(explainer: Saliency, x: Any, targets: Any) -> tuple[Layout, Output
     the short way, else ``None``."""
     if type(x) is not np.ndarray or type(targets) is not np.ndarray:
         return None
-    n = len(x) if x.ndim else 0
-    if not n or x.ndim < 2 or x.dtype.kind != "f" or not x.flags.c_contiguous:
+    if x.ndim < 2 or not len(x) or x.dtype.kind != "f" or not x.flags.c_contiguous:
         return None
+    n = len(x)
     if targets.shape != (n,) or targets.dtype.kind != "i" or targets.dtype.itemsize != 8:
         return None
     if explainer.operator is not None or (explainer.batch_size or n) < n:

@@ -240,14 +240,16 @@ class GradientExplainer:
             shape = self._map_shape(x, axis)
             layout = Layout(self.backend, capabilities(self.backend), axis, shape,
                             _output_dtype(x.dtype), reduces=shape != x.shape)
-            self._remember(self._layouts, (x.shape, x.dtype, self.reducer, self.channel_axis),
-                           layout)
+            self._remember(self._layouts, self._layout_key(x), layout)
         return layout
 
     def _known_layout(self, x: np.ndarray) -> Layout | None:
         """The layout of inputs like ``x`` for the current backend, if made already."""
-        layout = self._layouts.get((x.shape, x.dtype, self.reducer, self.channel_axis))
+        layout = self._layouts.get(self._layout_key(x))  # reading a dict needs no lock
         return layout if layout is not None and layout.backend is self.backend else None
+
+    def _layout_key(self, x: np.ndarray) -> Hashable:
+        return (x.shape, x.dtype, self.reducer, self.channel_axis)
 
     def _remember(self, cache: dict[Hashable, T], key: Hashable, value: T) -> None:
         """Store ``value``, dropping the oldest entry of a full ``cache``."""
@@ -303,12 +305,12 @@ class GradientExplainer:
             # Two samples, so that a model that reduces over the batch is caught.
             probe = x[:2]
             spec = output_spec(self.backend.predict(self.model, probe, self.options), len(probe))
-            self._remember(self._specs, (x.shape[1:], x.dtype), spec)
+            self._remember(self._specs, _spec_key(x), spec)
         return spec
 
     def _known_spec(self, x: np.ndarray) -> OutputSpec | None:
         """The model's output spec for inputs like ``x``, if probed already."""
-        return self._specs.get((x.shape[1:], x.dtype))  # reading a dict needs no lock
+        return self._specs.get(_spec_key(x))  # reading a dict needs no lock
 
     def predict(self, inputs: Any) -> np.ndarray:
         """The model's outputs for ``inputs``, in batches, as NumPy."""
@@ -327,6 +329,11 @@ class GradientExplainer:
 
     def _report_zero_samples(self, samples: np.ndarray) -> None:
         warn(messages.zero_saliency(samples.tolist()))
+
+
+def _spec_key(x: np.ndarray) -> Hashable:
+    """What the model's output spec depends on: the shape and dtype of a sample."""
+    return (x.shape[1:], x.dtype)
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:

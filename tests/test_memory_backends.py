@@ -114,10 +114,17 @@ def _own(result: dict[str, int]) -> int:
 @pytest.mark.parametrize("backend", sorted(MODELS))
 def test_peak_memory_grows_with_the_batch_not_with_the_inputs(backend: str) -> None:
     # Holding every gradient at once would add 640 * 3*64*64 * 4 B = 30 MiB. A peak
-    # is one sample of noisy transients: a failing comparison is measured again,
-    # up to twice more (memory that the code holds fails every time).
+    # is one sample of noisy transients, and a reading can come out low when the
+    # resident memory at the reset already held freed blocks that later batches
+    # reuse. A failing comparison is measured again, up to twice more, and then
+    # compares the highest small reading with the lowest large one: memory that
+    # the code holds raises every large reading, so it still fails.
+    smalls: list[dict[str, int]] = []
+    larges: list[dict[str, int]] = []
     for _ in range(3):
-        small, large = _growth(backend, 64, repeats=10), _growth(backend, 640, repeats=1)
+        smalls.append(_growth(backend, 64, repeats=10))
+        larges.append(_growth(backend, 640, repeats=1))
+        small, large = max(smalls, key=_own), min(larges, key=_own)
         if _own(large) <= 1.1 * _own(small) + 2 * MIB:
             return
-    raise AssertionError(f"the peak grows with the number of inputs: {small} then {large}")
+    raise AssertionError(f"the peak grows with the number of inputs: {smalls} then {larges}")

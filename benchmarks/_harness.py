@@ -25,6 +25,7 @@ __all__ = [
     "agreement",
     "machine",
     "measure",
+    "measure_more",
     "version",
     "weights",
 ]
@@ -137,29 +138,45 @@ def measure(contenders: list[Contender], rounds: int, min_block_s: float = 0.05,
     for contender in contenders:
         for _ in range(warmup):
             contender.run()
-    blocks = {contender.name: max(1, int(np.ceil(min_block_s / max(_time_once(contender.run),
-                                                                      1e-7))))
-              for contender in contenders}
+    for contender in contenders:
+        block = max(1, int(np.ceil(min_block_s / max(_time_once(contender.run), 1e-7))))
+        stats[contender.name].update(calls_per_round=block, times_ms=[])
+        if contender.traces:
+            stats[contender.name]["traces_while_timed"] = 0
+    measure_more(contenders, stats, rounds)
+    for entry in stats.values():
+        entry["first_rounds"] = rounds
+    return stats
+
+
+def measure_more(contenders: list[Contender], stats: dict[str, dict[str, Any]],
+                 rounds: int) -> dict[str, dict[str, Any]]:
+    """Time ``rounds`` more interleaved rounds of ``contenders`` (a subset of those
+    :func:`measure` made ``stats`` for, with their block sizes); add them to their
+    timings and statistics; return ``stats``.
+
+    The benchmark adds rounds where a verdict is within the noise of the first ones:
+    only the contenders of that verdict run, so the rounds stay short.
+    """
     traces_before = {c.name: c.traces() for c in contenders if c.traces}
     times: dict[str, list[float]] = {c.name: [] for c in contenders}
     gc.collect()
     for round_index in range(rounds):
         shift = round_index % len(contenders)
         for contender in contenders[shift:] + contenders[:shift]:
-            run, block = contender.run, blocks[contender.name]
+            run, block = contender.run, stats[contender.name]["calls_per_round"]
             start = time.perf_counter()
             for _ in range(block):
                 run()
             times[contender.name].append((time.perf_counter() - start) / block)
     for contender in contenders:
-        values = np.array(times[contender.name]) * 1e3
-        q1, median, q3 = np.percentile(values, [25, 50, 75])
         entry = stats[contender.name]
+        values = np.concatenate([entry["times_ms"], np.array(times[contender.name]) * 1e3])
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
         entry.update(median_ms=float(median), q1_ms=float(q1), q3_ms=float(q3),
-                     rounds=rounds, calls_per_round=blocks[contender.name],
-                     times_ms=values.round(4).tolist())
+                     rounds=len(values), times_ms=values.round(4).tolist())
         if contender.traces:
-            entry["traces_while_timed"] = contender.traces() - traces_before[contender.name]
+            entry["traces_while_timed"] += contender.traces() - traces_before[contender.name]
     return stats
 
 

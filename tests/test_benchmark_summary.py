@@ -95,3 +95,56 @@ def test_a_miss_whose_interval_reaches_the_target_is_within_noise(run: ModuleTyp
     steady = _results(native, [1.08, 1.09, 1.08, 1.1, 1.09, 1.08, 1.1, 1.09])
     run._add_ratios(steady)
     assert "(≤ 1.05: NOT met) |" in run.summary(steady)
+
+
+def _stats(native: list[float], ours: list[float], **others: list[float]) -> dict[str, Any]:
+    stats = _results(native, ours)["frameworks"]["jax"]["cases"]["mlp-256"]
+    stats.update({name: _entry(times) for name, times in others.items()})
+    return stats  # type: ignore[no-any-return]
+
+
+def test_rounds_are_added_only_where_the_interval_holds_the_target(run: ModuleType) -> None:
+    native = [1.0] * 8
+    assert run._within_noise(_stats(native, [1.0, 1.02, 1.04, 1.06, 1.07, 1.08, 1.1, 1.2]),
+                             "mlp-256")
+    assert not run._within_noise(_stats(native, [1.08, 1.09, 1.08, 1.1] * 2), "mlp-256")
+    assert not run._within_noise(_stats(native, [0.98, 1.0, 0.99, 1.01] * 2), "mlp-256")
+    # At batch 1 the target is 1.5: the same noisy rounds are far from it.
+    assert not run._within_noise(_stats(native, [1.0, 1.02, 1.04, 1.06, 1.07, 1.08, 1.1, 1.2]),
+                                 "mlp-1")
+    # Every native form runs again (the fastest may change), and ours; no other library.
+    stats = _stats(native, [1.0] * 8, captum=[2.0] * 8)
+    assert run._verdict_names(stats) == ["native", "native (XLA)", "agnostic-saliency"]
+
+
+def test_added_rounds_pair_with_native_codes_and_others_keep_their_first_rounds(
+        run: ModuleType) -> None:
+    native = [1.0, 2.0, 1.0, 2.0, 4.0, 4.0]  # two first rounds, four added
+    results = _results(native, [1.1, 2.2, 1.0, 2.0, 4.0, 4.0])
+    stats = results["frameworks"]["jax"]["cases"]["mlp-256"]
+    stats["captum"] = _entry([3.0, 2.0])  # timed in the first two rounds only
+    stats["agnostic-saliency"]["first_rounds"] = 2
+    run._add_ratios(results)
+    assert stats["captum"]["paired_ratio"] == pytest.approx(2.0)  # 3/1 and 2/2
+    assert stats["agnostic-saliency"]["paired_ratio"] == pytest.approx(1.0)
+    assert "(6 rounds) |" in run.summary(results)
+
+
+def test_more_rounds_time_the_given_contenders_with_their_blocks(run: ModuleType) -> None:
+    harness = __import__("_harness")  # put on the path by the benchmark script
+    calls = {"a": 0, "b": 0}
+
+    def count(name: str) -> Any:
+        return lambda: calls.__setitem__(name, calls[name] + 1)
+
+    contenders = [harness.Contender(name, count(name)) for name in calls]
+    stats = harness.measure(contenders, rounds=3, min_block_s=0.0, warmup=0)
+    assert [stats[name]["rounds"] for name in calls] == [3, 3]
+    assert stats["a"]["first_rounds"] == 3 and stats["a"]["calls_per_round"] == 1
+    before = dict(calls)
+    harness.measure_more(contenders[:1], stats, rounds=4)
+    assert calls["a"] - before["a"] == 4 and calls["b"] == before["b"]
+    assert len(stats["a"]["times_ms"]) == stats["a"]["rounds"] == 7
+    assert len(stats["b"]["times_ms"]) == 3
+    assert stats["a"]["median_ms"] == pytest.approx(float(np.median(stats["a"]["times_ms"])),
+                                                    abs=1e-4)

@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/run.py [--quick] [--frameworks torch keras tensorflow jax]
                              [--cases cnn-32 mlp-256 cnn-1 mlp-1] [--rounds 60]
+                             [--extra-rounds 240]
                              [--torch-compile] [--device cpu] [--out benchmarks/results]
 
 Each framework runs in its own process (no framework's thread pools compete with
@@ -43,8 +44,9 @@ TITLES = {"torch": "PyTorch", "keras": "Keras 3 (TensorFlow backend)",
           "tensorflow": "TensorFlow (tf.Module)", "jax": "JAX"}
 #: Maps may differ from native code's by float32 rounding only.
 TOLERANCE = 1e-4
-#: Rounds added to a case whose verdict is within the noise of the first rounds.
-EXTRA_ROUNDS = 240
+#: Rounds added to a case whose verdict is within the noise of the first rounds, as
+#: a multiple of those (60 + 240 by default).
+EXTRA_FACTOR = 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 60)")
     parser.add_argument("--extra-rounds", type=int, default=None,
                         help="rounds added, once, to a case whose verdict is within the "
-                             f"noise of the first rounds (default {EXTRA_ROUNDS}; 0: none)")
+                             f"noise of the first rounds (default {EXTRA_FACTOR} x --rounds; "
+                             "0: none)")
     parser.add_argument("--min-block", type=float, default=None,
                         help="seconds each contender runs per round, at least (default 0.05)")
     parser.add_argument("--torch-compile", action="store_true",
@@ -129,7 +132,7 @@ def _settings(args: argparse.Namespace) -> tuple[int, float, int]:
     rounds = args.rounds or (5 if args.quick else 60)
     block = args.min_block or (0.02 if args.quick else 0.05)
     extra = args.extra_rounds if args.extra_rounds is not None else (
-        0 if args.quick else EXTRA_ROUNDS)
+        0 if args.quick else EXTRA_FACTOR * rounds)
     return rounds, block, extra
 
 

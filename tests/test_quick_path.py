@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from agnostic_saliency import Saliency, SaliencyWarning, messages
+from agnostic_saliency.backend import STRICT
 from agnostic_saliency.explainer import GradientExplainer
 from agnostic_saliency.testing import NumpyModel, make_spec
 from agnostic_saliency.testing.reference import ReferenceBackend
@@ -197,3 +198,26 @@ def test_zero_maps_of_a_prepared_call_warn_and_strict_raises(general_calls: list
                     maps = explainer.explain(x, targets)
                 assert not maps[[1, 3]].any() and maps[[0, 2, 4]].all()
     assert general_calls == [N, N]  # one prepared call per explainer, then the short way
+
+
+def test_a_prepared_call_sets_strict_to_its_explainers_and_leaves_it_as_it_was(
+        general_calls: list[int]) -> None:
+    # The short way skips setting the flag where it holds the explainer's value
+    # already; inside a strict context a lenient explainer still only warns.
+    model, x, targets = _case("mlp")
+    lenient, strict = (Saliency(model, backend=_Zeroing(), strict=flag) for flag in (False, True))
+    for explainer in (lenient, strict):
+        with pytest.warns(SaliencyWarning) if explainer is lenient else pytest.raises(RuntimeError):
+            explainer.explain(x, targets)  # prepares the call: the general path
+    for ambient in (False, True):
+        token = STRICT.set(ambient)
+        try:
+            with pytest.warns(SaliencyWarning, match=r"identically zero for samples \[1, 3\]"):
+                lenient.explain(x, targets)
+            assert STRICT.get() is ambient
+            with pytest.raises(RuntimeError, match=r"identically zero for samples \[1, 3\]"):
+                strict.explain(x, targets)
+            assert STRICT.get() is ambient
+        finally:
+            STRICT.reset(token)
+    assert general_calls == [N, N]  # both later calls of each took the short way

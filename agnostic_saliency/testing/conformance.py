@@ -496,7 +496,8 @@ class BackendConformanceTests:
                                                               absolute: bool) -> None:
         """Calls after the first with the same input shape and class indices take the
         frontend's short way: the same exact maps, each a new array, and the same
-        refusal of non-finite inputs."""
+        refusal of non-finite inputs and of class indices out of range (checked while
+        a dispatching backend computes)."""
         spec = self.spec(name)
         model, x = self.model(spec), self.inputs(spec)
         explainer = self.saliency(model, reducer=reducer, absolute=absolute)
@@ -511,6 +512,11 @@ class BackendConformanceTests:
         np.testing.assert_array_equal(maps[1], maps[0])
         np.testing.assert_array_equal(maps[2], maps[0])
         assert not np.shares_memory(maps[1], maps[2]) and not np.shares_memory(maps[2], x)
+        for bad in (spec.n_outputs, -1):  # a backend may clamp or wrap them: never silently
+            wrong = targets.copy()
+            wrong[2] = bad
+            with pytest.raises(ValueError, match=rf"target {bad} out of range"):
+                explainer.explain(x, wrong)
         x[3].flat[0] = np.nan
         with pytest.raises(ValueError, match=r"1 non-finite values \(first at sample 3"):
             explainer.explain(x, targets)

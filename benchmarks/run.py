@@ -219,17 +219,21 @@ def target_for(case: str) -> float:
     return 1.5 if case.endswith("-1") else 1.05
 
 
+def _native(name: str) -> bool:
+    """Whether contender ``name`` is a form of native code that ratios may refer to
+    (``torch.compile``'s is timed beside them, not as a reference)."""
+    return name.startswith("native") and "compile" not in name
+
+
 def reference_name(stats: dict[str, Any]) -> str:
     """The name of the fastest native code of a case's ``stats`` (by its median)."""
-    return min((name for name in stats if name.startswith("native") and "compile" not in name),
-               key=lambda name: stats[name]["median_ms"])
+    return min(filter(_native, stats), key=lambda name: stats[name]["median_ms"])
 
 
 def _verdict_names(stats: dict[str, Any]) -> list[str]:
     """The contenders a verdict depends on: every native form (any may be the
     fastest once more rounds are in) and ours."""
-    return [name for name in stats if name == "agnostic-saliency"
-            or (name.startswith("native") and "compile" not in name)]
+    return [name for name in stats if name == "agnostic-saliency" or _native(name)]
 
 
 def _within_noise(stats: dict[str, Any], case: str) -> bool:

@@ -351,7 +351,7 @@ def _check_batch_size(batch_size: object) -> int | None:
 
 
 def fresh_maps(result: np.ndarray, shape: tuple[int, ...], dtype: np.dtype,
-           inputs: np.ndarray) -> np.ndarray:
+               inputs: np.ndarray) -> np.ndarray:
     """``result`` as the returned maps: itself if it is a new array of the right kind, else a copy.
 
     A writeable result that is no view of another NumPy array was made for this call

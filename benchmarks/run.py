@@ -246,9 +246,15 @@ def _within_noise(stats: dict[str, Any], case: str) -> bool:
     ours = stats.get("agnostic-saliency")
     if ours is None:
         return False
-    native = stats[reference_name(stats)]
-    low, high = median_interval(np.array(ours["times_ms"]) / np.array(native["times_ms"]))
+    low, high = median_interval(_paired(ours, stats[reference_name(stats)]))
     return low <= target_for(case) <= high
+
+
+def _paired(entry: dict[str, Any], native: dict[str, Any]) -> np.ndarray:
+    """``entry``'s time over native code's, round by round, over the rounds of both
+    (a contender without added rounds pairs with the first ones)."""
+    common = min(len(entry["times_ms"]), len(native["times_ms"]))
+    return np.array(entry["times_ms"][:common]) / np.array(native["times_ms"][:common])
 
 
 def _add_ratios(results: dict[str, Any]) -> None:
@@ -266,9 +272,7 @@ def _add_ratios(results: dict[str, Any]) -> None:
                 entry["ratio"] = entry["median_ms"] / native["median_ms"]
                 entry["ratio_q1"] = entry["q1_ms"] / native["median_ms"]
                 entry["ratio_q3"] = entry["q3_ms"] / native["median_ms"]
-                common = min(len(entry["times_ms"]), len(native["times_ms"]))  # rounds of both
-                paired = (np.array(entry["times_ms"][:common])
-                          / np.array(native["times_ms"][:common]))
+                paired = _paired(entry, native)
                 q1, median, q3 = np.percentile(paired, [25, 50, 75])
                 low, high = median_interval(paired)
                 entry.update(paired_ratio=float(median), paired_q1=float(q1),

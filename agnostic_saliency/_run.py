@@ -16,10 +16,10 @@ from agnostic_saliency._inputs import FEW, check_finite
 from agnostic_saliency._outputs import check_gradient
 from agnostic_saliency._reduce import Reducer, is_image, reduced_shape
 from agnostic_saliency._targets import TargetPlan
-from agnostic_saliency.backend import Dispatch, Magnitude
+from agnostic_saliency.backend import Magnitude
 
 if TYPE_CHECKING:
-    from agnostic_saliency.explainer import GradientExplainer, Layout
+    from agnostic_saliency.explainer import Dispatch, GradientExplainer, Layout
 
 __all__ = ["Run", "magnitude_for"]
 

@@ -16,16 +16,17 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from agnostic_saliency.messages import SaliencyWarning
 
 __all__ = [
-    "MAGNITUDE_REDUCERS", "Backend", "CallOptions", "Capabilities", "Dispatch", "Magnitude",
-    "Operator", "OutputSelector", "capabilities", "gradient_dispatcher", "magnitude_reducers",
-    "outputs_to_numpy", "user_stacklevel", "warn",
+    "MAGNITUDE_REDUCERS", "Backend", "BackendBase", "CallOptions", "Magnitude", "Operator",
+    "OutputSelector", "as_backend_base", "outputs_to_numpy", "plugin_of", "user_stacklevel", "warn",
 ]
 
 #: Whether the explain call running in this thread (or task) was made with strict=True.
@@ -40,10 +41,6 @@ Operator = Callable[[Any, Any, Any], Any]
 #: ``output_selector(outputs) -> tensor`` picks one tensor out of a model that
 #: returns a tuple, a dict or an output object.
 OutputSelector = Callable[[Any], Any]
-
-#: A backend's optional ``dispatch_gradient``: takes what ``gradient`` takes, starts
-#: it, and returns the function that waits for it and returns its result.
-Dispatch = Callable[..., Callable[[], Any]]
 
 #: ``(reducer, channel_axis)``: what a backend with ``magnitude_maps`` returns instead
 #: of the signed gradient: ``reducer(|gradient|, axis=channel_axis)``, or ``|gradient|``
@@ -94,39 +91,12 @@ class Backend(Protocol):
 
     Notes
     -----
-    Optional members, used when present: ``full_precision()`` returns a context
-    manager that turns off reduced-precision float32 math (TF32) while
-    :func:`agnostic_saliency.compare` runs; ``can_load(path) -> bool`` (without
-    importing anything) and ``load_model(path)`` let the command line load saved
-    models of the framework's formats; ``class_index_targets = True`` declares that
-    :meth:`gradient` also takes class indices (see there), which lets a compiled
-    framework gather the score instead of multiplying the output by one-hot rows
-    (XLA runs the gather faster).
-
-    ``dispatch_gradient(model, inputs, targets, operator, options)``, for frameworks
-    that compute asynchronously (JAX; PyTorch on a GPU), starts what :meth:`gradient`
-    computes and returns a function that waits for it and returns what
-    :meth:`gradient` would. The frontend then checks that the inputs are finite (and
-    the range of class indices, with ``class_index_targets``) while the model runs,
-    and drops the result if they are not: a backend that has it declares that
-    running its models (``predict`` too) on inputs and indices not yet checked
-    changes nothing. It may also start nothing and compute when the function is
-    called (PyTorch on the CPU). It is used only when the class that defines
-    :meth:`gradient`, or a subclass, defines it (see :func:`gradient_dispatcher`),
-    and never for calls with ``allow_training_mode``: a model in training mode may
-    change its state on a forward pass.
-
-    ``magnitude_maps = ("max", "mean", "sum")`` (a tuple of
-    :data:`MAGNITUDE_REDUCERS`) declares that :meth:`gradient` (and
-    ``dispatch_gradient``) also take a keyword ``magnitude=(reducer, channel_axis)``
-    (a :data:`Magnitude`) for each listed ``reducer`` and then return
-    ``reducer(|gradient|, axis=channel_axis)`` (NumPy's functions), or ``|gradient|``
-    for ``None``, as float32 or float64. The frontend asks for it when a map needs no
-    more than that (:class:`~agnostic_saliency.Saliency`), so that a framework on a
-    GPU copies the reduced map to the host instead of the whole gradient, and NumPy
-    does not make another pass over it. Like ``dispatch_gradient``, it is used only
-    when the class that defines :meth:`gradient`, or a subclass, declares it (see
-    :func:`magnitude_reducers`).
+    The optional members (``class_index_targets``, ``magnitude_maps``,
+    ``asynchronous``, ``start_gradient``, ``full_precision``, ``can_load``,
+    ``load_model``, ``model_channel_axis``, ``is_out_of_memory``) have defaults in
+    :class:`BackendBase`, which documents them. Subclass it; a plugin that
+    implements this protocol alone is wrapped in one, and its ``class_index_targets``
+    and ``magnitude_maps`` are read once, when it is registered.
     """
 
     name: str
@@ -193,75 +163,148 @@ class Backend(Protocol):
         ...
 
 
-class Capabilities(NamedTuple):
-    """What the frontend uses of a backend beyond :class:`Backend`'s required members."""
+class BackendBase:
+    """Base class of backends: every optional member of :class:`Backend` has a default.
 
-    #: Its ``dispatch_gradient`` (see :func:`gradient_dispatcher`), or ``None``.
-    dispatch: Dispatch | None
-    #: Its ``magnitude_maps`` (see :func:`magnitude_reducers`), or ``()``.
-    magnitude_reducers: tuple[str | None, ...]
-    #: Whether its ``gradient`` takes class indices (``class_index_targets``).
-    class_index_targets: bool
+    A backend subclasses it and writes ``can_handle``, ``gradient`` and ``predict``
+    (and sets ``name``, ``modules`` and, where it differs, ``channel_axis``). The
+    frontend calls the same members on every backend; a plugin that implements
+    :class:`Backend` without this class is wrapped in one (:func:`as_backend_base`).
 
-
-def capabilities(backend: object) -> Capabilities:
-    """Read the optional members of ``backend`` that the frontend uses.
-
-    An explainer reads them on its first call with each input signature (shape and
-    dtype), and again after its ``backend`` is replaced; not on every call.
+    Attributes
+    ----------
+    class_index_targets
+        ``True`` declares that :meth:`gradient` also takes integer class indices
+        ``(N,)`` (see :class:`Backend`), so a compiled framework gathers the score
+        instead of multiplying the output by one-hot rows.
+    magnitude_maps
+        The reducers (of :data:`MAGNITUDE_REDUCERS`) for which :meth:`gradient` takes a
+        keyword ``magnitude=(reducer, channel_axis)`` and returns
+        ``reducer(|gradient|, axis=channel_axis)`` (``|gradient|`` for ``None``).
+        A framework on a GPU then copies the reduced map to the host.
+    asynchronous
+        ``True`` when :meth:`start_gradient` returns before the device has finished:
+        the frontend then checks the inputs while the device computes, and a
+        backend that says so declares that running its models on inputs not yet
+        checked changes nothing.
     """
-    return Capabilities(gradient_dispatcher(backend), magnitude_reducers(backend),
-                        bool(getattr(backend, "class_index_targets", False)))
 
+    name: str = ""
+    modules: tuple[str, ...] = ()
+    priority: int = 0
+    channel_axis: int = -1
+    class_index_targets: bool = False
+    magnitude_maps: tuple[str | None, ...] = ()
+    asynchronous: bool = False
 
-def gradient_dispatcher(backend: object) -> Dispatch | None:
-    """The backend's ``dispatch_gradient`` (see :class:`Backend`), or ``None``.
+    def can_handle(self, model: Any) -> bool:
+        """Whether this backend explains ``model``; must never import a framework."""
+        return False
 
-    ``None`` also when neither the class that defines ``gradient`` nor a subclass of
-    it defines ``dispatch_gradient`` (a subclass or wrapper that overrides ``gradient``
-    alone, to record or change gradients) or when ``gradient`` is set on the
-    instance: those ``gradient`` methods keep being called.
-    """
-    if not _beside_gradient(backend, "dispatch_gradient"):
+    def to_numpy(self, array: Any) -> np.ndarray:
+        """One of this framework's arrays (or any array-like) as NumPy."""
+        return np.asarray(array)
+
+    def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
+        """The model's output for ``inputs`` as NumPy (see :meth:`Backend.predict`)."""
+        raise NotImplementedError(f"backend {self.name!r} does not implement predict()")
+
+    def gradient(self, model: Any, inputs: np.ndarray, targets: Any,
+                 operator: Operator | None, options: CallOptions, **magnitude: Any
+                 ) -> np.ndarray:
+        """The signed gradient of the summed scores (see :meth:`Backend.gradient`)."""
+        raise NotImplementedError(f"backend {self.name!r} does not implement gradient()")
+
+    def start_gradient(self, model: Any, inputs: np.ndarray, targets: Any,
+                       operator: Operator | None, options: CallOptions,
+                       magnitude: Magnitude | None = None) -> Callable[[], np.ndarray]:
+        """Start :meth:`gradient` and return the function that waits for its result.
+
+        The default computes at once. An asynchronous backend (JAX, PyTorch on a
+        GPU) returns as soon as the device has the work, so that the frontend's
+        checks run meanwhile.
+        """
+        extra = {} if magnitude is None else {"magnitude": magnitude}
+        result = self.gradient(model, inputs, targets, operator, options, **extra)
+        return lambda: result
+
+    def full_precision(self) -> AbstractContextManager[None]:
+        """A context that turns off reduced-precision float32 math (TF32) while
+        :func:`agnostic_saliency.compare` runs; by default nothing to turn off."""
+        return nullcontext()
+
+    def can_load(self, path: Path) -> bool:
+        """Whether :meth:`load_model` reads the saved model at ``path`` (imports nothing)."""
+        return False
+
+    def load_model(self, path: Path) -> Any:
+        """Load the saved model at ``path`` (for the command line)."""
+        raise ValueError(f"backend {self.name!r} loads no saved models ({path})")
+
+    def model_channel_axis(self, model: Any, ndim: int) -> int | None:
+        """The channel axis that ``model`` itself declares for inputs of rank ``ndim``
+        (a Keras layer's ``data_format``), or ``None`` to use :attr:`channel_axis`."""
         return None
-    dispatch: Dispatch = backend.dispatch_gradient  # type: ignore[attr-defined]
-    return dispatch
+
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        """Whether ``error`` is this framework's out-of-memory error, after which the
+        frontend retries with smaller chunks."""
+        return isinstance(error, MemoryError)
+
+    def __reduce_ex__(self, protocol: Any) -> str | tuple[Any, ...]:
+        """A registered backend pickles as its name (the other process's registry
+        gives its own instance, caches and all); any other by value."""
+        from agnostic_saliency.registry import registered_as
+
+        if self.name and registered_as(self.name) is self:
+            return (_registered_backend, (self.name,))
+        return super().__reduce_ex__(protocol)
 
 
-def magnitude_reducers(backend: object) -> tuple[str | None, ...]:
-    """The reducers ``backend`` declares in ``magnitude_maps`` (see :class:`Backend`).
+def _registered_backend(name: str) -> BackendBase:
+    from agnostic_saliency.registry import get_backend
 
-    Empty also where a subclass or wrapper overrides ``gradient`` without declaring
-    them, and where ``gradient`` is set on the instance, as for
-    :func:`gradient_dispatcher`.
+    return get_backend(name)
+
+
+class _PluginWrapper(BackendBase):
+    """A :class:`BackendBase` around a plugin that implements :class:`Backend` alone.
+
+    Its optional members are read once, here; anything else is the plugin's.
     """
-    if not _beside_gradient(backend, "magnitude_maps"):
-        return ()
-    return tuple(getattr(backend, "magnitude_maps", ()))
+
+    def __init__(self, plugin: Any) -> None:
+        self.plugin = plugin
+        self.name = plugin.name
+        self.modules = tuple(plugin.modules)
+        self.priority = int(plugin.priority)
+        self.channel_axis = int(plugin.channel_axis)
+        self.class_index_targets = bool(getattr(plugin, "class_index_targets", False))
+        self.magnitude_maps = tuple(getattr(plugin, "magnitude_maps", ()))
+        for member in ("full_precision", "can_load", "load_model"):
+            found = getattr(plugin, member, None)
+            if callable(found):
+                setattr(self, member, found)
+        self.can_handle = plugin.can_handle  # type: ignore[method-assign]
+        self.to_numpy = plugin.to_numpy  # type: ignore[method-assign]
+        self.predict = plugin.predict  # type: ignore[method-assign]
+        self.gradient = plugin.gradient  # type: ignore[method-assign]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["plugin"], name)
+
+    def __repr__(self) -> str:
+        return f"<backend {self.name!r}: {self.plugin!r}>"
 
 
-def _beside_gradient(backend: object, name: str) -> bool:
-    """Whether ``name`` is defined by the class that defines ``backend.gradient`` or by
-    a subclass of it, and ``gradient`` is not set on the instance."""
-    kind = type(backend)
-    found = _BESIDE_GRADIENT.get((kind, name))
-    if found is None:
-        if len(_BESIDE_GRADIENT) >= 256:  # classes made on the fly: keep the cache bounded
-            _BESIDE_GRADIENT.clear()
-        owner, gradient_owner = _owner(kind, name), _owner(kind, "gradient")
-        found = owner is not None and gradient_owner is not None and issubclass(
-            owner, gradient_owner)
-        _BESIDE_GRADIENT[kind, name] = found
-    return found and "gradient" not in getattr(backend, "__dict__", ())
+def as_backend_base(backend: Any) -> BackendBase:
+    """``backend`` itself if it is a :class:`BackendBase`, else a wrapper around it."""
+    return backend if isinstance(backend, BackendBase) else _PluginWrapper(backend)
 
 
-#: Per backend class and member name: whether it is defined at or below ``gradient``.
-_BESIDE_GRADIENT: dict[tuple[type, str], bool] = {}
-
-
-def _owner(kind: type, name: str) -> type | None:
-    """The class of ``kind``'s MRO whose body defines ``name``."""
-    return next((base for base in kind.__mro__ if name in base.__dict__), None)
+def plugin_of(backend: BackendBase) -> Any:
+    """The object a plugin registered: ``backend`` itself, or what it wraps."""
+    return backend.plugin if isinstance(backend, _PluginWrapper) else backend
 
 
 def outputs_to_numpy(outputs: Any, is_tensor: Callable[[Any], bool],

@@ -10,7 +10,7 @@ attributions, which are reduced over the channel axis (unless a backend with
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -24,12 +24,11 @@ from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
 from agnostic_saliency.backend import (
     STRICT,
     Backend,
+    BackendBase,
     CallOptions,
-    Capabilities,
-    Dispatch,
     Operator,
     OutputSelector,
-    capabilities,
+    as_backend_base,
     warn,
 )
 from agnostic_saliency.registry import resolve_backend
@@ -40,6 +39,24 @@ __all__ = ["GradientExplainer"]
 _MAX_CACHED = 64
 
 T = TypeVar("T")
+
+
+#: What starts a gradient and returns the function that waits for it.
+Dispatch = Callable[..., Callable[[], Any]]
+
+
+class Capabilities(NamedTuple):
+    """What the frontend uses of a backend beyond its required members."""
+
+    #: Its ``start_gradient`` where it is asynchronous, else ``None``.
+    dispatch: Dispatch | None
+    magnitude_reducers: tuple[str | None, ...]
+    class_index_targets: bool
+
+
+def capabilities(backend: BackendBase) -> Capabilities:
+    return Capabilities(backend.start_gradient if backend.asynchronous else None,
+                        tuple(backend.magnitude_maps), bool(backend.class_index_targets))
 
 
 class Layout(NamedTuple):
@@ -105,7 +122,7 @@ class GradientExplainer:
         strict: bool = False,
     ) -> None:
         self.model = model
-        self.backend = resolve_backend(model, backend)
+        self._backend = resolve_backend(model, backend)
         self.batch_size = _check_batch_size(batch_size)
         self.operator = operator
         self.channel_axis = channel_axis
@@ -119,6 +136,29 @@ class GradientExplainer:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(model={type(self.model).__name__}, "
                 f"backend={self.backend.name!r}, reducer={self.reducer!r})")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickles and deep copies keep: everything but the caches and their lock,
+        which come back empty."""
+        state = self.__dict__.copy()
+        for prepared in ("_specs", "_layouts", "_cache_lock"):
+            state.pop(prepared, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._specs = {}
+        self._layouts = {}
+        self._cache_lock = threading.Lock()
+
+    @property
+    def backend(self) -> BackendBase:
+        """The backend that explains the model."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: Backend) -> None:
+        self._backend = as_backend_base(backend)
 
     # --- public ---------------------------------------------------------------------
 
@@ -142,17 +182,19 @@ class GradientExplainer:
             A new array: ``(N, H, W)`` for images with a reducer, else the inputs'
             shape. float32 for 16-bit inputs, else the inputs' dtype.
         """
-        return self._explain(inputs, targets, 0)[0]
+        return self._explain(inputs, targets, 0, None)[0]
 
-    def explain_with_targets(self, inputs: Any, targets: Any = None, *, sample_offset: int = 0
-                             ) -> tuple[np.ndarray, np.ndarray | None]:
+    def explain_with_targets(self, inputs: Any, targets: Any = None, *, sample_offset: int = 0,
+                             sample_ids: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Like :meth:`explain`, and also return the class index explained per sample.
 
         The second item is ``None`` for 2-D weight targets and with an operator.
-        ``sample_offset`` is the index of ``inputs[0]`` in a larger data set explained
-        in pieces: seeded noise then continues as if the whole set were explained at once.
+        Seeded noise (SmoothGrad and its kin) is drawn per sample from its global id:
+        ``sample_ids`` (one non-negative integer per sample), else ``sample_offset``
+        plus its index here. Explained in pieces, sharded or resumed, a data set then
+        gets the maps it gets in one call.
         """
-        maps, run = self._explain(inputs, targets, sample_offset)
+        maps, run = self._explain(inputs, targets, sample_offset, sample_ids)
         if run.plan is None:
             return maps, None
         indices = run.plan.indices
@@ -161,7 +203,7 @@ class GradientExplainer:
             indices = indices.copy()
         return maps, indices
 
-    def _explain(self, inputs: Any, targets: Any, sample_offset: int
+    def _explain(self, inputs: Any, targets: Any, sample_offset: int, sample_ids: Any
                  ) -> tuple[np.ndarray, Run]:
         """The maps of ``inputs`` and the run that made them."""
         token = STRICT.set(self.strict)  # warn() raises inside this call when strict
@@ -176,7 +218,8 @@ class GradientExplainer:
                         else layout.capabilities.dispatch)
             if dispatch is None:
                 check_finite(x)
-            maps, run = self._compute(x, layout, targets, sample_offset, dispatch)
+            ids = _sample_ids(sample_ids, sample_offset, len(x))
+            maps, run = self._compute(x, layout, targets, ids, dispatch)
             if run.dispatch is not None:  # no gradient was computed (a method without any)
                 run.finish_checks()
             dead = run.dead_samples()
@@ -186,7 +229,7 @@ class GradientExplainer:
             STRICT.reset(token)
         return maps, run
 
-    def _compute(self, x: np.ndarray, layout: Layout, targets: Any, sample_offset: int,
+    def _compute(self, x: np.ndarray, layout: Layout, targets: Any, sample_ids: np.ndarray,
                  dispatch: Dispatch | None = None) -> tuple[np.ndarray, Run]:
         """The maps of ``x`` (whose layout is ``layout``), and the run that made them
         (targets, dead samples).
@@ -203,7 +246,7 @@ class GradientExplainer:
         else:
             run = Run(self, x, layout, raw_targets=self._operator_targets(x, targets))
         run.dispatch = dispatch
-        run.state["sample_offset"] = sample_offset
+        run.state["sample_ids"] = sample_ids
         shape, dtype = layout.map_shape, layout.map_dtype
         size = self._samples_per_chunk(len(x))
         if 0 < len(x) <= size:  # one chunk: keep the method's result when it is fresh
@@ -334,6 +377,16 @@ class GradientExplainer:
 def _spec_key(x: np.ndarray) -> Hashable:
     """What the model's output spec depends on: the shape and dtype of a sample."""
     return (x.shape[1:], x.dtype)
+
+
+def _sample_ids(ids: Any, offset: int, n: int) -> np.ndarray:
+    """Each sample's global id: ``ids`` checked, else ``offset`` plus its index."""
+    if ids is None:
+        return np.arange(offset, offset + n, dtype=np.int64)
+    array = np.asarray(ids)
+    if array.shape != (n,) or array.dtype.kind not in "iu" or (n and array.min() < 0):
+        raise ValueError(messages.bad_sample_ids(array.shape, array.dtype, n))
+    return array.astype(np.int64, copy=False)
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:

@@ -546,3 +546,9 @@ def targets_file_length(path: str, count: int, n: int) -> str:
 
 def no_inputs(path: str) -> str:
     return f"{path} holds no inputs (an empty array); check the file."
+
+
+def bad_sample_ids(shape: tuple[int, ...], dtype: object, n: int) -> str:
+    return (f"sample_ids of shape {shape} and dtype {dtype} for {n} inputs; expected one "
+            f"non-negative integer id per sample, shape ({n},). Pass each sample's index in "
+            "the whole data set.")

@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import Backend, user_stacklevel
+from agnostic_saliency.backend import Backend, BackendBase, as_backend_base, plugin_of, user_stacklevel
 
 __all__ = ["get_backend", "list_backends", "register_backend", "resolve_backend"]
 
@@ -24,7 +24,7 @@ _REQUIRED_MEMBERS = ("name", "modules", "priority", "channel_axis", "can_handle"
                      "gradient", "to_numpy")
 
 _lock = threading.RLock()
-_registered: dict[str, Backend] = {}
+_registered: dict[str, BackendBase] = {}
 _entry_points: dict[str, metadata.EntryPoint] | None = None
 _failed: set[str] = set()
 
@@ -47,7 +47,7 @@ def _discover() -> dict[str, metadata.EntryPoint]:
         return _entry_points
 
 
-def _load(name: str) -> Backend | None:
+def _load(name: str) -> BackendBase | None:
     """Import a plugin's backend on first use; a plugin that fails warns once."""
     with _lock:
         if name in _registered:
@@ -59,6 +59,7 @@ def _load(name: str) -> Backend | None:
             factory = entry.load()
             backend = factory() if isinstance(factory, type) else factory
             _check_backend(backend)
+            backend = as_backend_base(backend)
         except Exception as error:  # a broken plugin must not break the others
             _failed.add(name)
             warnings.warn(messages.plugin_failed(name, entry.value, error),
@@ -101,10 +102,15 @@ def register_backend(backend: Backend, *, replace: bool = False) -> Backend:
         current = _registered.get(backend.name)
         if current is None and backend.name in _discover() and backend.name not in _failed:
             current = _load(backend.name)
-        if current is not None and current is not backend and not replace:
+        if current is not None and plugin_of(current) is not backend and not replace:
             raise ValueError(messages.backend_name_taken(backend.name))
-        _registered[backend.name] = backend
+        _registered[backend.name] = as_backend_base(backend)
     return backend
+
+
+def registered_as(name: str) -> BackendBase | None:
+    """The backend loaded or registered under ``name`` so far, without loading any."""
+    return _registered.get(name)
 
 
 def list_backends() -> list[str]:
@@ -114,7 +120,7 @@ def list_backends() -> list[str]:
     return sorted(names)
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str) -> BackendBase:
     """Return the backend instance registered as ``name``.
 
     Raises
@@ -128,7 +134,7 @@ def get_backend(name: str) -> Backend:
     return backend
 
 
-def _all_backends() -> list[Backend]:
+def _all_backends() -> list[BackendBase]:
     backends = [_load(name) for name in list_backends()]
     present = [backend for backend in backends if backend is not None]
     return sorted(present, key=lambda backend: (-backend.priority, backend.name))
@@ -144,7 +150,7 @@ def _type_modules(model: Any) -> list[str]:
     return modules
 
 
-def resolve_backend(model: Any, backend: str | Backend | None = None) -> Backend:
+def resolve_backend(model: Any, backend: str | Backend | None = None) -> BackendBase:
     """Pick the backend for ``model``; an explicit ``backend`` always wins.
 
     Raises
@@ -158,11 +164,11 @@ def resolve_backend(model: Any, backend: str | Backend | None = None) -> Backend
         return get_backend(backend)
     if backend is not None:
         _check_backend(backend)
-        return backend
+        return as_backend_base(backend)
     return _detect(model)
 
 
-def _detect(model: Any) -> Backend:
+def _detect(model: Any) -> BackendBase:
     candidates = _all_backends()
     if not candidates:
         raise TypeError(messages.no_backend_installed())
@@ -188,7 +194,7 @@ _FRAMEWORK_EXTRAS = {"torch": "torch", "tensorflow": "tensorflow", "keras": "ker
                      "jax": "jax", "jaxlib": "jax", "flax": "jax", "equinox": "jax"}
 
 
-def _no_match_message(model: Any, modules: list[str], candidates: list[Backend]) -> str:
+def _no_match_message(model: Any, modules: list[str], candidates: list[BackendBase]) -> str:
     installed = [candidate.name for candidate in candidates]
     for module in modules:
         framework = _FRAMEWORK_EXTRAS.get(module)

@@ -10,9 +10,15 @@ from agnostic_saliency import get_backend
 
 
 class Mutant:
-    """The reference backend with one defect; ``name`` stays ``"reference"``."""
+    """The reference backend with one defect; ``name`` stays ``"reference"``.
+
+    A plugin without :class:`~agnostic_saliency.backend.BackendBase`: it declares
+    the optional members that its own ``gradient`` honours.
+    """
 
     channel_axis = -1
+    class_index_targets = False
+    magnitude_maps: tuple[str | None, ...] = ()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(get_backend("reference"), name)

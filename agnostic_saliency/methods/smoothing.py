@@ -1,7 +1,7 @@
 """SmoothGrad, SquareGrad and VarGrad: statistics of gradients at noisy copies of the input.
 
-Noise is drawn in NumPy from ``np.random.default_rng([seed, sample_index])``, one
-stream per sample, in the channels-last layout of image inputs (then moved to the
+Noise is drawn in NumPy from ``np.random.default_rng([seed, sample_id])``, one
+stream per sample (its index in the call, or the global id the caller gives), in the channels-last layout of image inputs (then moved to the
 input's layout). The same seed therefore gives the same noise on every backend,
 for every ``batch_size`` and for channels-first and channels-last twins.
 """
@@ -77,7 +77,7 @@ class _NoisyExplainer(PerturbationExplainer):
     def _noisy_copies(self, run: Run, index: int, sample: np.ndarray, size: int) -> np.ndarray:
         generators = run.state["generators"]
         if index not in generators:
-            stream = index + run.state["sample_offset"]
+            stream = int(run.state["sample_ids"][index])
             generators[index] = np.random.default_rng([run.state["entropy"], stream])
         sigma = self.noise
         if self.noise_scale == "relative":

@@ -38,9 +38,9 @@ from agnostic_saliency import Saliency, get_backend, list_backends
 from agnostic_saliency.backend import (
     MAGNITUDE_REDUCERS,
     Backend,
+    BackendBase,
     CallOptions,
-    gradient_dispatcher,
-    magnitude_reducers,
+    as_backend_base,
 )
 from agnostic_saliency.testing.models import Dense, Layout, ModelSpec, make_spec
 from agnostic_saliency.testing.reference import NumpyModel
@@ -108,9 +108,9 @@ class BackendConformanceTests:
         with full_precision():
             yield
 
-    def resolved_backend(self) -> Backend:
+    def resolved_backend(self) -> BackendBase:
         backend = self.backend()
-        return get_backend(backend) if isinstance(backend, str) else backend
+        return get_backend(backend) if isinstance(backend, str) else as_backend_base(backend)
 
     def spec(self, name: str, dtype: type = np.float32, seed: int = 0) -> ModelSpec:
         return make_spec(name, layout=self.layout, dtype=dtype, seed=seed)
@@ -224,39 +224,34 @@ class BackendConformanceTests:
         np.testing.assert_allclose(gradient, numeric, rtol=tolerance, atol=tolerance)
 
     def test_raw_gradient_contract(self) -> None:
-        # gradient(), and dispatch_gradient()() where the backend has it, give NumPy.
+        # gradient() and start_gradient()() give NumPy.
         spec = self.spec("cnn")
         model, x = self.model(spec), self.inputs(spec)
         weights = np.random.default_rng(3).normal(size=(len(x), spec.n_outputs))
         arguments = (model, x, weights.astype(np.float32), None, CallOptions())
         backend = self.resolved_backend()
-        dispatch = gradient_dispatcher(backend)
-        gradients = [backend.gradient(*arguments)]
-        if dispatch is not None:
-            gradients.append(dispatch(*arguments)())
+        gradients = [backend.gradient(*arguments), backend.start_gradient(*arguments)()]
         expected = self.exact_gradient(spec, x, weights)
         for gradient in gradients:
             assert isinstance(gradient, np.ndarray) and gradient.shape == x.shape
             assert np.issubdtype(gradient.dtype, np.floating)
             self.assert_close(gradient, expected, scale=float(np.abs(expected).max()))
-        if magnitude_reducers(backend):
+        if backend.magnitude_maps:
             self.check_magnitude_maps(arguments, expected)
 
     def check_magnitude_maps(self, arguments: tuple[Any, ...], expected: np.ndarray) -> None:
         """A backend with ``magnitude_maps`` returns ``reducer(|gradient|)`` when asked."""
-        backend: Any = self.resolved_backend()  # its gradient takes ``magnitude=``
-        dispatch = gradient_dispatcher(backend)
+        backend = self.resolved_backend()  # its gradient takes ``magnitude=``
         axis = self.channel_axis() % expected.ndim
-        reducers = magnitude_reducers(backend)
+        reducers = backend.magnitude_maps
         assert set(reducers) <= set(MAGNITUDE_REDUCERS), (
             f"magnitude_maps={reducers!r}; expected some of {MAGNITUDE_REDUCERS}")
         for reducer in reducers:
             magnitude = np.abs(expected)
             if reducer is not None:
                 magnitude = getattr(np, reducer)(magnitude, axis=axis)
-            results = [backend.gradient(*arguments, magnitude=(reducer, axis))]
-            if dispatch is not None:
-                results.append(dispatch(*arguments, magnitude=(reducer, axis))())
+            results = [backend.gradient(*arguments, magnitude=(reducer, axis)),
+                       backend.start_gradient(*arguments, magnitude=(reducer, axis))()]
             for result in results:
                 assert isinstance(result, np.ndarray) and result.shape == magnitude.shape
                 assert np.issubdtype(result.dtype, np.floating)
@@ -271,7 +266,7 @@ class BackendConformanceTests:
         weights = np.eye(spec.n_outputs, dtype=np.float32)[np.arange(len(x)) % spec.n_outputs]
         backend: Any = self.resolved_backend()
         asked: list[dict[str, Any]] = [{}]
-        asked += [{"magnitude": (None, 1)}] if None in magnitude_reducers(backend) else []
+        asked += [{"magnitude": (None, 1)}] if None in backend.magnitude_maps else []
         for extra in asked:
             answer = partial(backend.gradient, model, x, weights, None, CallOptions(), **extra)
             first, second = answer(), answer()
@@ -301,7 +296,7 @@ class BackendConformanceTests:
         targets = np.array([2, 0, 1, 1, 2])
         maps = Saliency(model, backend=recorder, reducer=None, absolute=False).explain(x, targets)
         kinds = {received.dtype.kind for received in recorder.received}
-        assert kinds == ({"i"} if getattr(backend, "class_index_targets", False) else {"f"})
+        assert kinds == ({"i"} if backend.class_index_targets else {"f"})
         expected = self.exact_gradient(spec, x, self.one_hot(targets, spec.n_outputs))
         self.assert_close(maps, expected, scale=float(np.abs(expected).max()))
 
@@ -528,17 +523,23 @@ class BackendConformanceTests:
         assert math.prod(maps.shape) and np.all(maps.reshape(len(maps), -1).max(axis=1) > 0)
 
 
-class _TargetRecorder:
+class _TargetRecorder(BackendBase):
     """A backend that records the targets its ``gradient`` gets, then delegates."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: BackendBase) -> None:
         self._backend = backend
+        self.name, self.modules = backend.name, backend.modules
+        self.channel_axis = backend.channel_axis
+        self.class_index_targets = backend.class_index_targets
         self.received: list[np.ndarray] = []
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
+    def to_numpy(self, array: Any) -> np.ndarray:
+        return self._backend.to_numpy(array)
+
+    def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
+        return self._backend.predict(model, inputs, options)
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Any,
-                 options: CallOptions) -> Any:
+                 options: CallOptions, **magnitude: Any) -> Any:
         self.received.append(np.asarray(targets))
         return self._backend.gradient(model, inputs, targets, operator, options)

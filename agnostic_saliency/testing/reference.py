@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Magnitude, Operator
+from agnostic_saliency.backend import BackendBase, CallOptions, Magnitude, Operator
 from agnostic_saliency.testing.models import (
     Conv2D,
     Dense,
@@ -106,7 +106,7 @@ def _conv_backward(layer: Conv2D, x: np.ndarray, upstream: np.ndarray) -> np.nda
     return grad
 
 
-class ReferenceBackend:
+class ReferenceBackend(BackendBase):
     """Backend for :class:`NumpyModel` (exact) and for operators (central differences).
 
     Gradients of an ``operator`` are central finite differences in float64, so

@@ -29,7 +29,7 @@ import numpy as np
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy, warn
 from agnostic_saliency_tensorflow import _loading, _precision
-from agnostic_saliency_tensorflow._cache import LRUCache, ObjectKey, object_key
+from agnostic_saliency.cache import BoundedCache, ObjectKey, object_key
 from agnostic_saliency_tensorflow._traced import (
     Compiled,
     gradient_body,
@@ -65,7 +65,7 @@ class TensorFlowBackend:
     class_index_targets = True
 
     def __init__(self, cache_size: int = 32, jit_compile: bool | None = None) -> None:
-        self._cache: LRUCache[Compiled] = LRUCache(cache_size)
+        self._cache: BoundedCache[Compiled] = BoundedCache(cache_size)
         self.jit_compile = jit_compile
 
     def __repr__(self) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import user_stacklevel
-from agnostic_saliency_tensorflow._cache import ObjectKey
+from agnostic_saliency.cache import ObjectKey
 
 if TYPE_CHECKING:
     import tensorflow as tf

@@ -1,14 +1,16 @@
-"""A small, thread-safe LRU cache whose keys refer to user objects weakly.
+"""The one bounded cache of the library: thread-safe, least recently used first out,
+with keys that refer to user objects weakly.
 
-The TensorFlow backend keeps one traced function per model, operator and output
-selector. Keying that cache with the objects themselves would keep every model
-alive for as long as the cache holds its entry; :class:`ObjectKey` refers to
-them weakly where Python allows it, and compares by identity, so models that
-define ``__eq__`` (or are unhashable) are keyed correctly too. An entry whose
-model, operator or selector has been collected can never be hit again; it is
-dropped on the next insertion.
+Explainers keep what an input signature fixes (layout, output spec); backends keep
+one traced or compiled function per model, operator and output selector. Keying a
+cache with the objects themselves would keep every model alive for as long as the
+cache holds its entry; :class:`ObjectKey` refers to them weakly where Python allows
+it, and compares by identity, so models that define ``__eq__`` (or are unhashable)
+are keyed correctly too. An entry whose model, operator or selector has been
+collected can never be hit again; it is dropped on the next insertion.
 
-Nothing here imports a framework.
+A cache pickles and deep-copies empty, so that whatever holds one can be sent to
+another process. Nothing here imports a framework.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["LRUCache", "ObjectKey", "object_key"]
+__all__ = ["BoundedCache", "ObjectKey", "object_key"]
 
 Value = TypeVar("Value")
 
@@ -98,7 +100,7 @@ def _key_alive(key: Hashable) -> bool:
     return all(part.alive for part in parts if isinstance(part, ObjectKey))
 
 
-class LRUCache(Generic[Value]):
+class BoundedCache(Generic[Value]):
     """A bounded mapping with least-recently-used eviction, safe to share between threads.
 
     Parameters
@@ -131,6 +133,30 @@ class LRUCache(Generic[Value]):
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)
             return value
+
+    def get(self, key: Hashable) -> Value | None:
+        """The value cached under ``key``, or ``None``."""
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: Value) -> None:
+        """Cache ``value`` under ``key``, dropping the least recently used entry beyond
+        ``maxsize``."""
+        with self._lock:
+            self._drop_dead()
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"maxsize": self.maxsize}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["maxsize"])  # type: ignore[misc]
 
     def _drop_dead(self) -> None:
         for key in [key for key in self._entries if not _key_alive(key)]:

@@ -41,14 +41,14 @@ def is_image(ndim: int) -> bool:
 
 def reduce_channels(maps: np.ndarray, channel_axis: int, reducer: Reducer,
                     out: np.ndarray | None = None) -> np.ndarray:
-    """Reduce the channel axis of image maps; other ranks and ``reducer=None`` pass through.
+    """Reduce the channel axis of maps; ``reducer=None`` passes them through.
 
     Parameters
     ----------
     maps
         Attribution maps, channels kept.
     channel_axis
-        Non-negative channel axis of image maps.
+        Non-negative channel axis of the maps.
     reducer
         A name of :data:`REDUCERS`, or ``None``.
     out
@@ -60,7 +60,7 @@ def reduce_channels(maps: np.ndarray, channel_axis: int, reducer: Reducer,
     numpy.ndarray
         ``out`` if given.
     """
-    if reducer is None or not is_image(maps.ndim):
+    if reducer is None:
         if out is None:
             return maps
         out[...] = maps
@@ -84,6 +84,6 @@ def _channels_innermost(maps: np.ndarray, channel_axis: int) -> bool:
 
 def reduced_shape(shape: tuple[int, ...], channel_axis: int, reducer: Reducer) -> tuple[int, ...]:
     """Shape of :func:`reduce_channels` applied to an array of ``shape``."""
-    if reducer is None or not is_image(len(shape)):
+    if reducer is None:
         return shape
     return shape[:channel_axis] + shape[channel_axis + 1:]

@@ -10,14 +10,15 @@ returns NumPy arrays.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
-from types import FrameType
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from types import FrameType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -210,9 +211,10 @@ class BackendBase:
         raise NotImplementedError(f"backend {self.name!r} does not implement predict()")
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any,
-                 operator: Operator | None, options: CallOptions, **magnitude: Any
-                 ) -> np.ndarray:
-        """The signed gradient of the summed scores (see :meth:`Backend.gradient`)."""
+                 operator: Operator | None, options: CallOptions,
+                 magnitude: Magnitude | None = None) -> np.ndarray:
+        """The signed gradient of the summed scores (see :meth:`Backend.gradient`);
+        ``magnitude`` comes only for a reducer listed in :attr:`magnitude_maps`."""
         raise NotImplementedError(f"backend {self.name!r} does not implement gradient()")
 
     def start_gradient(self, model: Any, inputs: np.ndarray, targets: Any,
@@ -280,7 +282,10 @@ class _PluginWrapper(BackendBase):
         self.priority = int(plugin.priority)
         self.channel_axis = int(plugin.channel_axis)
         self.class_index_targets = bool(getattr(plugin, "class_index_targets", False))
-        self.magnitude_maps = tuple(getattr(plugin, "magnitude_maps", ()))
+        # Declared magnitude maps count only where its gradient takes the keyword (a
+        # proxy that forwards every attribute may not).
+        if _takes_keyword(plugin.gradient, "magnitude"):
+            self.magnitude_maps = tuple(getattr(plugin, "magnitude_maps", ()))
         for member in ("full_precision", "can_load", "load_model"):
             found = getattr(plugin, member, None)
             if callable(found):
@@ -295,6 +300,15 @@ class _PluginWrapper(BackendBase):
 
     def __repr__(self) -> str:
         return f"<backend {self.name!r}: {self.plugin!r}>"
+
+
+def _takes_keyword(function: Any, name: str) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return name in parameters or any(parameter.kind is inspect.Parameter.VAR_KEYWORD
+                                     for parameter in parameters.values())
 
 
 def as_backend_base(backend: Any) -> BackendBase:

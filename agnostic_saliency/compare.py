@@ -31,6 +31,7 @@ from agnostic_saliency._metrics import (
     ssim,
     top_k_overlap,
 )
+from agnostic_saliency.backend import BackendBase, plugin_of
 
 if TYPE_CHECKING:
     from agnostic_saliency.explainer import GradientExplainer
@@ -196,8 +197,9 @@ def _enter_full_precision(stack: ExitStack, explainers: Any) -> None:
     for explainer in explainers:
         backend = getattr(explainer, "backend", None)
         full_precision = getattr(backend, "full_precision", None)
-        if callable(full_precision) and id(backend) not in seen:
-            seen.add(id(backend))
+        owner = id(plugin_of(backend)) if isinstance(backend, BackendBase) else id(backend)
+        if callable(full_precision) and owner not in seen:
+            seen.add(owner)
             stack.enter_context(full_precision())
 
 

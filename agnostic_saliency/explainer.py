@@ -3,76 +3,71 @@
 An explainer validates the inputs and targets once in NumPy, then walks the
 batch in chunks; for each chunk the method (``_attribute``) asks the backend for
 input gradients (through :class:`agnostic_saliency._run.Run`) and turns them into
-attributions, which are reduced over the channel axis (unless a backend with
-``magnitude_maps`` returned them reduced) and written into one output array.
+attributions, which are reduced over the channel axis (unless the backend returned
+them reduced) and written into one output array. What an input signature fixes
+(channel axis, map shape, the model's output spec, the chunk size that fits the
+memory budget) is worked out on its first call and kept in bounded caches.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Hashable, Iterator
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Hashable
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency._inputs import as_input_array, check_finite, resolve_channel_axis
+from agnostic_saliency._inputs import as_input_array, resolve_channel_axis
+from agnostic_saliency._memory import (
+    AUTO,
+    BatchSize,
+    MemoryProbe,
+    check_batch_size,
+    check_budget,
+    default_budget,
+    first_chunk,
+    learned_chunk,
+)
 from agnostic_saliency._outputs import output_spec
-from agnostic_saliency._reduce import Reducer, check_reducer, is_image, reduce_channels
-from agnostic_saliency._run import Run
+from agnostic_saliency._reduce import Reducer, check_reducer, reduce_channels, reduced_shape
+from agnostic_saliency._run import Run, pad_rows
 from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
 from agnostic_saliency.backend import (
     STRICT,
     Backend,
     BackendBase,
     CallOptions,
+    Magnitude,
     Operator,
     OutputSelector,
     as_backend_base,
     warn,
 )
+from agnostic_saliency.cache import BoundedCache
 from agnostic_saliency.registry import resolve_backend
 
-__all__ = ["GradientExplainer"]
+__all__ = ["GradientExplainer", "Layout"]
 
-#: Most output specs and layouts kept per explainer (one per input signature).
+#: Most input signatures whose layout, output spec and chunk size an explainer keeps.
 _MAX_CACHED = 64
-
-T = TypeVar("T")
-
-
-#: What starts a gradient and returns the function that waits for it.
-Dispatch = Callable[..., Callable[[], Any]]
-
-
-class Capabilities(NamedTuple):
-    """What the frontend uses of a backend beyond its required members."""
-
-    #: Its ``start_gradient`` where it is asynchronous, else ``None``.
-    dispatch: Dispatch | None
-    magnitude_reducers: tuple[str | None, ...]
-    class_index_targets: bool
-
-
-def capabilities(backend: BackendBase) -> Capabilities:
-    return Capabilities(backend.start_gradient if backend.asynchronous else None,
-                        tuple(backend.magnitude_maps), bool(backend.class_index_targets))
+#: A first chunk of fewer points than this (and than the first guess) teaches nothing.
+_SMALLEST_MEASURED = 16
 
 
 class Layout(NamedTuple):
-    """What an input signature (shape and dtype) fixes for an explainer and its
-    backend, worked out on the first call that has it."""
+    """What an input signature (sample shape and dtype) fixes, worked out once."""
 
-    #: The backend it was made for (an explainer's backend may be replaced).
-    backend: Backend
-    #: The backend's optional members that the frontend uses.
-    capabilities: Capabilities
-    #: Non-negative channel axis of image inputs; the last axis otherwise.
+    #: Non-negative channel axis; the last axis of inputs that are not reduced.
     channel_axis: int
+    #: Shape of one sample's map.
     map_shape: tuple[int, ...]
     map_dtype: np.dtype
     #: Whether maps have a channel axis to reduce.
     reduces: bool
+    #: What the backend computes directly for ``|gradient|`` maps, or ``None``.
+    magnitude: Magnitude | None
+    #: Bytes of one input sample.
+    sample_bytes: int
 
 
 class GradientExplainer:
@@ -87,17 +82,26 @@ class GradientExplainer:
         A registered backend name (``"torch"``, ``"jax"``, ...) or a backend object;
         always wins over detection.
     batch_size
-        Largest number of inputs sent to the model at once; ``None`` sends all.
-        Results do not depend on it.
+        Most samples (or noisy copies, path points) sent to the model at once.
+        ``"auto"`` (the default) sizes chunks so that their working memory stays
+        within ``memory_budget``, learned from the first chunk of each input shape;
+        an int is used as it is (a shorter last chunk is padded to it, so a model
+        exported with a static batch works); ``None`` sends everything at once.
+        Results never depend on it.
+    memory_budget
+        Bytes of working memory for ``batch_size="auto"``; ``None``: 10 % of the
+        available host memory, and at least 1 GiB.
     operator
         ``operator(model, inputs, targets) -> scores (N,)`` in the model's framework;
         ``None`` explains the output selected by ``targets``.
     channel_axis
-        Channel axis of image (rank-4) inputs; ``None`` takes the framework's
-        convention (1 for PyTorch, -1 otherwise).
+        Channel axis of the inputs. ``None`` takes what the model declares (a Keras
+        layer's ``data_format``), else the framework's convention (1 for PyTorch, -1
+        otherwise), and reduces only images (rank 4). Given explicitly, it is reduced
+        for every input of rank 3 or more (``(N, L, D)`` embeddings give ``(N, L)``).
     reducer
-        Reduction over the channel axis of image maps: ``"max"``, ``"mean"``,
-        ``"min"``, ``"sum"``, or ``None`` to keep the channels.
+        Reduction over the channel axis: ``"max"``, ``"mean"``, ``"min"``, ``"sum"``,
+        or ``None`` to keep the channels.
     output_selector
         Picks one tensor out of a model output that is a tuple, dict or object.
     allow_training_mode
@@ -113,7 +117,8 @@ class GradientExplainer:
         model: Any,
         *,
         backend: str | Backend | None = None,
-        batch_size: int | None = None,
+        batch_size: BatchSize = AUTO,
+        memory_budget: float | None = None,
         operator: Operator | None = None,
         channel_axis: int | None = None,
         reducer: Reducer = "max",
@@ -123,42 +128,37 @@ class GradientExplainer:
     ) -> None:
         self.model = model
         self._backend = resolve_backend(model, backend)
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = check_batch_size(batch_size)
+        self.memory_budget = check_budget(memory_budget)
         self.operator = operator
         self.channel_axis = channel_axis
         self.reducer = check_reducer(reducer)
         self.options = CallOptions(output_selector, allow_training_mode)
         self.strict = strict
-        self._specs: dict[Hashable, OutputSpec] = {}
-        self._layouts: dict[Hashable, Layout] = {}
-        self._cache_lock = threading.Lock()
+        #: Sizes of the model calls of the last explain call (after any back-off).
+        self.last_batch_sizes: list[int] = []
+        #: Whether the model took only full batches of ``batch_size`` (learned).
+        self.static_batch = False
+        self._new_caches()
+
+    def _new_caches(self) -> None:
+        self._layouts: BoundedCache[Layout] = BoundedCache(_MAX_CACHED)
+        self._specs: BoundedCache[OutputSpec] = BoundedCache(_MAX_CACHED)
+        self._chunk_sizes: BoundedCache[int] = BoundedCache(_MAX_CACHED)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(model={type(self.model).__name__}, "
                 f"backend={self.backend.name!r}, reducer={self.reducer!r})")
 
-    def __getstate__(self) -> dict[str, Any]:
-        """What pickles and deep copies keep: everything but the caches and their lock,
-        which come back empty."""
-        state = self.__dict__.copy()
-        for prepared in ("_specs", "_layouts", "_cache_lock"):
-            state.pop(prepared, None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._specs = {}
-        self._layouts = {}
-        self._cache_lock = threading.Lock()
-
     @property
     def backend(self) -> BackendBase:
-        """The backend that explains the model."""
+        """The backend that explains the model; replacing it forgets what was prepared."""
         return self._backend
 
     @backend.setter
     def backend(self, backend: Backend) -> None:
         self._backend = as_backend_base(backend)
+        self._new_caches()
 
     # --- public ---------------------------------------------------------------------
 
@@ -195,33 +195,37 @@ class GradientExplainer:
         gets the maps it gets in one call.
         """
         maps, run = self._explain(inputs, targets, sample_offset, sample_ids)
-        if run.plan is None:
+        if run.plan is None or run.plan.indices is None:
             return maps, None
         indices = run.plan.indices
         # Integer targets are used as they are given: hand out a copy, not the caller's array.
-        if indices is not None and (indices is targets or indices.base is not None):
-            indices = indices.copy()
-        return maps, indices
+        return maps, (indices.copy() if indices is targets or indices.base is not None
+                      else indices)
+
+    def predict(self, inputs: Any) -> np.ndarray:
+        """The model's outputs for ``inputs``, in chunks, as NumPy."""
+        x = as_input_array(inputs, self.backend)
+        return self._predict(x, self._model_batch(self._layout(x), len(x)))
+
+    # --- the path of every call -----------------------------------------------------
 
     def _explain(self, inputs: Any, targets: Any, sample_offset: int, sample_ids: Any
                  ) -> tuple[np.ndarray, Run]:
         """The maps of ``inputs`` and the run that made them."""
         token = STRICT.set(self.strict)  # warn() raises inside this call when strict
         try:
-            # A backend that computes asynchronously gets the inputs unchecked: the
-            # first gradient checks them while the backend computes it. Not a model
-            # allowed to run in training mode: its forward pass may change its state
-            # (batch-norm statistics), so it never sees inputs before they are checked.
-            x = as_input_array(inputs, self.backend, check=False)
+            # An asynchronous backend gets the inputs unchecked: the first gradient
+            # checks them while the device computes. Not a model allowed to run in
+            # training mode: its forward pass may change its state (batch-norm
+            # statistics), so it never sees inputs before they are checked.
+            overlap = self.backend.asynchronous and not self.options.allow_training_mode
+            x = as_input_array(inputs, self.backend, check=not overlap)
             layout = self._layout(x)
-            dispatch = (None if self.options.allow_training_mode
-                        else layout.capabilities.dispatch)
-            if dispatch is None:
-                check_finite(x)
-            ids = _sample_ids(sample_ids, sample_offset, len(x))
-            maps, run = self._compute(x, layout, targets, ids, dispatch)
-            if run.dispatch is not None:  # no gradient was computed (a method without any)
-                run.finish_checks()
+            run = self._start(x, layout, targets, overlap)
+            run.state["sample_ids"] = _sample_ids(sample_ids, sample_offset, len(x))
+            maps = self._compute(run)
+            run.finish_checks()  # a method that computed no gradient
+            self.last_batch_sizes = run.call_sizes
             dead = run.dead_samples()
             if dead.size:
                 self._report_zero_samples(dead)
@@ -229,40 +233,43 @@ class GradientExplainer:
             STRICT.reset(token)
         return maps, run
 
-    def _compute(self, x: np.ndarray, layout: Layout, targets: Any, sample_ids: np.ndarray,
-                 dispatch: Dispatch | None = None) -> tuple[np.ndarray, Run]:
-        """The maps of ``x`` (whose layout is ``layout``), and the run that made them
-        (targets, dead samples).
-
-        ``dispatch`` (the backend's ``dispatch_gradient``) means that ``x`` is not
-        checked yet: the run's first gradient checks it, and the range of class
-        indices that the backend takes as they are.
-        """
-        axis = layout.channel_axis
-        if self.operator is None:
-            defer = dispatch is not None and layout.capabilities.class_index_targets
-            run = Run(self, x, layout, plan=self._plan(x, targets, check_range=not defer))
-            run.plan_unchecked = defer
+    def _start(self, x: np.ndarray, layout: Layout, targets: Any, overlap: bool) -> Run:
+        """The run of ``x``: targets resolved, chunk sizes chosen."""
+        model_batch = self._model_batch(layout, len(x) * self._points_per_sample())
+        if self.operator is not None:
+            run = Run(self, x, layout, raw_targets=self._operator_targets(x, targets),
+                      unchecked=overlap)
         else:
-            run = Run(self, x, layout, raw_targets=self._operator_targets(x, targets))
-        run.dispatch = dispatch
-        run.state["sample_ids"] = sample_ids
-        shape, dtype = layout.map_shape, layout.map_dtype
-        size = self._samples_per_chunk(len(x))
-        if 0 < len(x) <= size:  # one chunk: keep the method's result when it is fresh
-            attributions = self._attribute(run, run.everything)
-            if layout.reduces:
-                attributions = reduce_channels(attributions, axis, self.reducer)
-            maps = fresh_maps(attributions, shape, dtype, x)
-        else:  # each chunk is written into the output: memory grows with size, not N
-            maps = np.empty(shape, dtype=dtype)
-            for rows in _chunks(len(x), size):
+            # Class indices the backend takes as they are: their range is checked
+            # with the inputs, while the device computes.
+            defer = overlap and self.backend.class_index_targets
+            plan = self._plan(x, targets, model_batch, check_range=not defer)
+            run = Run(self, x, layout, plan=plan, unchecked=overlap)
+        run.model_batch = model_batch
+        run.pad_to = (self.batch_size if isinstance(self.batch_size, int)
+                      and not self.options.allow_training_mode else None)
+        return run
+
+    def _compute(self, run: Run) -> np.ndarray:
+        """The maps of ``run.x``, chunk by chunk; memory grows with a chunk, not with N."""
+        x, layout = run.x, run.layout
+        maps = np.empty((len(x), *layout.map_shape), dtype=layout.map_dtype)
+        start, probe = 0, self._probe(layout)
+        while start < len(x):
+            rows = slice(start, min(start + self._samples_per_chunk(run.model_batch), len(x)))
+            if probe is not None:
+                measured = min(run.model_batch, len(x) * self._points_per_sample())
+                with probe.measure(measured, layout.sample_bytes):
+                    attributions = self._attribute(run, rows)
+                run.model_batch = self._learn_chunk(layout, probe, measured, run.model_batch)
+                probe = None
+            else:
                 attributions = self._attribute(run, rows)
-                if attributions.dtype == dtype:
-                    reduce_channels(attributions, axis, self.reducer, out=maps[rows])
-                else:
-                    maps[rows] = reduce_channels(attributions, axis, self.reducer)
-        return maps, run
+            if layout.reduces and attributions.shape[1:] != layout.map_shape:  # else reduced
+                attributions = reduce_channels(attributions, layout.channel_axis, self.reducer)
+            maps[rows] = attributions
+            start = rows.stop
+        return maps
 
     # --- for subclasses -------------------------------------------------------------
 
@@ -270,46 +277,79 @@ class GradientExplainer:
         """Attributions of the samples ``rows`` of the input, channels kept."""
         raise NotImplementedError
 
-    def _samples_per_chunk(self, n: int) -> int:
-        return self.batch_size or max(n, 1)
+    def _points_per_sample(self) -> int:
+        """Model inputs per sample (noisy copies, path points)."""
+        return 1
 
-    # --- internals ------------------------------------------------------------------
+    def _samples_per_chunk(self, model_batch: int) -> int:
+        """Samples per chunk when the model takes ``model_batch`` points per call."""
+        return max(1, model_batch // self._points_per_sample())
+
+    def _everything_at_once(self, n_points: int) -> int:
+        """Points per call for ``batch_size=None``."""
+        return max(n_points, 1)
+
+    # --- what a signature fixes -----------------------------------------------------
 
     def _layout(self, x: np.ndarray) -> Layout:
         """The layout of inputs like ``x`` (made on the first call that has their shape)."""
-        layout = self._known_layout(x)
+        key = (x.shape[1:], x.dtype, self.reducer, self.channel_axis)
+        layout = self._layouts.get(key)
         if layout is None:
-            axis = self._channel_axis(x)
-            shape = self._map_shape(x, axis)
-            layout = Layout(self.backend, capabilities(self.backend), axis, shape,
-                            _output_dtype(x.dtype), reduces=shape != x.shape)
-            self._remember(self._layouts, self._layout_key(x), layout)
+            declared = self.backend.model_channel_axis(self.model, x.ndim)
+            explicit = self.channel_axis is not None or declared is not None
+            reduces = self.reducer is not None and (x.ndim == 4 or (explicit and x.ndim >= 3))
+            axis = x.ndim - 1
+            if reduces or x.ndim == 4:
+                default = self.backend.channel_axis if declared is None else declared
+                axis = resolve_channel_axis(self.channel_axis, default, x.shape,
+                                            declared=declared is not None)
+            shape = reduced_shape(x.shape, axis, self.reducer if reduces else None)[1:]
+            magnitude = self._magnitude(axis, reduces)
+            layout = Layout(axis, shape, _output_dtype(x.dtype), reduces, magnitude,
+                            x.dtype.itemsize * int(np.prod(x.shape[1:])))
+            self._layouts.put(key, layout)
         return layout
 
-    def _known_layout(self, x: np.ndarray) -> Layout | None:
-        """The layout of inputs like ``x`` for the current backend, if made already."""
-        layout = self._layouts.get(self._layout_key(x))  # reading a dict needs no lock
-        return layout if layout is not None and layout.backend is self.backend else None
+    def _magnitude(self, axis: int, reduces: bool) -> Magnitude | None:
+        """What the backend can compute directly for ``|gradient|`` maps, reduced over
+        ``axis`` where the maps are."""
+        wanted = self.reducer if reduces else None
+        if wanted not in self.backend.magnitude_maps:
+            return None
+        return (wanted, axis)  # type: ignore[return-value]
 
-    def _layout_key(self, x: np.ndarray) -> Hashable:
-        return (x.shape, x.dtype, self.reducer, self.channel_axis)
+    def _model_batch(self, layout: Layout, n_points: int) -> int:
+        """Points per model call: the explicit batch size, the learned one, or a first guess."""
+        if isinstance(self.batch_size, int):
+            return self.batch_size
+        if self.batch_size is None:
+            return self._everything_at_once(n_points)
+        learned = self._chunk_sizes.get(layout)
+        if learned is not None:
+            return learned
+        return first_chunk(n_points, layout.sample_bytes, self._budget())
 
-    def _remember(self, cache: dict[Hashable, T], key: Hashable, value: T) -> None:
-        """Store ``value``, dropping the oldest entry of a full ``cache``."""
-        with self._cache_lock:
-            if len(cache) >= _MAX_CACHED:
-                cache.pop(next(iter(cache)), None)
-            cache[key] = value
+    def _probe(self, layout: Layout) -> MemoryProbe | None:
+        """A probe of the first chunk's memory, where ``batch_size="auto"`` has yet to learn."""
+        if self.batch_size != AUTO or self._chunk_sizes.get(layout) is not None:
+            return None
+        return MemoryProbe()
 
-    def _channel_axis(self, x: np.ndarray) -> int:
-        if not is_image(x.ndim):
-            return x.ndim - 1
-        return resolve_channel_axis(self.channel_axis, self.backend.channel_axis, x.shape)
+    def _learn_chunk(self, layout: Layout, probe: MemoryProbe, measured: int, guess: int) -> int:
+        """The chunk size after a first chunk of ``measured`` points; it is kept for the
+        signature unless that chunk was too small to tell (one-off costs, such as a
+        compilation, would dominate it)."""
+        assert probe.cost_per_sample is not None
+        size = learned_chunk(probe.cost_per_sample, self._budget())
+        if measured >= min(guess, _SMALLEST_MEASURED):
+            self._chunk_sizes.put(layout, size)
+        return size
 
-    def _map_shape(self, x: np.ndarray, axis: int) -> tuple[int, ...]:
-        if self.reducer is None or not is_image(x.ndim):
-            return x.shape
-        return x.shape[:axis] + x.shape[axis + 1:]
+    def _budget(self) -> int:
+        return self.memory_budget if self.memory_budget is not None else default_budget()
+
+    # --- targets and outputs --------------------------------------------------------
 
     def _targets_array(self, targets: Any) -> Any:
         if targets is None or isinstance(targets, (int, np.integer, np.ndarray, list, tuple)):
@@ -325,7 +365,8 @@ class GradientExplainer:
             raise ValueError(messages.targets_wrong_length(len(array), len(x)))
         return array
 
-    def _plan(self, x: np.ndarray, targets: Any, check_range: bool = True) -> TargetPlan:
+    def _plan(self, x: np.ndarray, targets: Any, model_batch: int, check_range: bool = True
+              ) -> TargetPlan:
         """Resolve targets for the whole input (one forward pass if they are predicted).
 
         ``check_range=False`` leaves the range of given class indices unchecked.
@@ -333,45 +374,70 @@ class GradientExplainer:
         if len(x) == 0:
             return TargetPlan(OutputSpec((1,)), indices=np.zeros(0, dtype=np.int64))
         if targets is None:
-            outputs = self._predict_array(x)
+            outputs = self._predict(x, model_batch)
             spec = OutputSpec(outputs.shape[1:])
+            self._specs.put(_spec_key(x), spec)
             if spec.single:
                 return TargetPlan(spec, indices=np.zeros(len(x), dtype=np.int64))
             return TargetPlan(spec, indices=np.argmax(outputs, axis=1).astype(np.int64))
-        if not isinstance(targets, np.ndarray):
-            targets = self._targets_array(targets)
-        return plan_targets(targets, len(x), self._output_spec(x), check_range)
+        known = self._specs.get(_spec_key(x))
+        if known is None:  # learned from the first chunk the user asked for
+            known = self._output_spec(x[:model_batch], model_batch)
+            self._specs.put(_spec_key(x), known)
+        return plan_targets(self._targets_array(targets), len(x), known, check_range)
 
-    def _output_spec(self, x: np.ndarray) -> OutputSpec:
-        spec = self._known_spec(x)
-        if spec is None:
-            # Two samples, so that a model that reduces over the batch is caught.
-            probe = x[:2]
-            spec = output_spec(self.backend.predict(self.model, probe, self.options), len(probe))
-            self._remember(self._specs, _spec_key(x), spec)
-        return spec
+    def _output_spec(self, chunk: np.ndarray, model_batch: int) -> OutputSpec:
+        outputs = self._predict_chunk(chunk, model_batch)
+        return output_spec(outputs, len(chunk))
 
-    def _known_spec(self, x: np.ndarray) -> OutputSpec | None:
-        """The model's output spec for inputs like ``x``, if probed already."""
-        return self._specs.get(_spec_key(x))  # reading a dict needs no lock
-
-    def predict(self, inputs: Any) -> np.ndarray:
-        """The model's outputs for ``inputs``, in batches, as NumPy."""
-        return self._predict_array(as_input_array(inputs, self.backend))
-
-    def _predict_array(self, x: np.ndarray) -> np.ndarray:
-        """:meth:`predict` of an array already made by ``as_input_array``."""
+    def _predict(self, x: np.ndarray, model_batch: int) -> np.ndarray:
+        """The model's outputs for ``x``, ``model_batch`` samples per call."""
         parts = []
-        for rows in _chunks(len(x), self._samples_per_chunk(len(x))):
-            outputs = self.backend.predict(self.model, x[rows], self.options)
-            output_spec(outputs, rows.stop - rows.start)
+        for start in range(0, len(x), model_batch):
+            chunk = x[start:start + model_batch]
+            outputs = self._predict_chunk(chunk, model_batch)
+            output_spec(outputs, len(chunk))
             parts.append(outputs)
-        if not parts:
-            return np.zeros((0,), dtype=x.dtype)
-        return np.concatenate(parts)
+        return np.concatenate(parts) if parts else np.zeros((0,), dtype=x.dtype)
+
+    def _predict_chunk(self, chunk: np.ndarray, model_batch: int) -> Any:
+        """The model's output for ``chunk``; a short chunk that the model refuses is
+        padded to the explicit batch size (see :meth:`Run._call_once`)."""
+        n = len(chunk)
+        short = (isinstance(self.batch_size, int) and n < model_batch
+                 and not self.options.allow_training_mode)
+        if not short or not self.static_batch:
+            try:
+                return self.backend.predict(self.model, chunk, self.options)
+            except Exception as error:
+                if not short or self.backend.is_out_of_memory(error):
+                    raise
+                try:
+                    outputs = self.backend.predict(self.model, pad_rows(chunk, model_batch),
+                                                   self.options)
+                except Exception:
+                    raise error from None
+                self.static_batch = True
+        else:
+            outputs = self.backend.predict(self.model, pad_rows(chunk, model_batch),
+                                           self.options)
+        return outputs[:n] if isinstance(outputs, np.ndarray) else outputs
 
     def _report_zero_samples(self, samples: np.ndarray) -> None:
         warn(messages.zero_saliency(samples.tolist()))
+
+    # --- pickling -------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickles and deep copies keep: the caches come back empty."""
+        state = self.__dict__.copy()
+        for cache in ("_layouts", "_specs", "_chunk_sizes"):
+            state.pop(cache, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._new_caches()
 
 
 def _spec_key(x: np.ndarray) -> Hashable:
@@ -389,40 +455,7 @@ def _sample_ids(ids: Any, offset: int, n: int) -> np.ndarray:
     return array.astype(np.int64, copy=False)
 
 
-def _chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
-def _check_batch_size(batch_size: object) -> int | None:
-    if batch_size is None:
-        return None
-    if isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) \
-            and batch_size > 0:
-        return int(batch_size)
-    raise ValueError(messages.bad_batch_size(batch_size))
-
-
-def fresh_maps(result: np.ndarray, shape: tuple[int, ...], dtype: np.dtype,
-               inputs: np.ndarray) -> np.ndarray:
-    """``result`` as the returned maps: itself if it is a new array of the right kind, else a copy.
-
-    A writeable result that is no view of another NumPy array was made for this call
-    (by NumPy, or a backend's tensor memory handed over: see :class:`Backend`), so
-    handing it out saves a copy; one that shares memory with the inputs is copied.
-    """
-    flags = result.flags
-    if flags.writeable and flags.c_contiguous and result.shape == shape \
-            and result.dtype == dtype and not isinstance(result.base, np.ndarray) \
-            and (flags.owndata or not np.may_share_memory(result, inputs)):
-        return result
-    maps = np.empty(shape, dtype=dtype)
-    maps[...] = result
-    return maps
-
-
 def _output_dtype(dtype: np.dtype) -> np.dtype:
     if dtype.itemsize < 4 or (dtype.kind != "f" and not np.issubdtype(dtype, np.floating)):
         return np.dtype(np.float32)
     return dtype
-

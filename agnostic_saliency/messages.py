@@ -144,7 +144,20 @@ def bad_baseline(shape: tuple[int, ...], sample_shape: tuple[int, ...]) -> str:
 
 
 def bad_batch_size(batch_size: object) -> str:
-    return f"batch_size={batch_size!r}; pass None or a positive int such as 32."
+    return (f"batch_size={batch_size!r}; pass a positive int such as 32, \"auto\" (the "
+            "default: chunks sized to memory_budget) or None (every input at once).")
+
+
+def bad_memory_budget(budget: object) -> str:
+    return (f"memory_budget={budget!r}; pass a number of bytes such as 2e9, or None for 10 % "
+            "of the available memory (at least 1 GiB).")
+
+
+def out_of_memory_backoff(size: int, smaller: int, error: BaseException) -> str:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (f"out of memory with {size} samples per model call ({type(error).__name__}: "
+            f"{first[:200]}); retrying with {smaller}. Maps are unchanged; pass a smaller "
+            "batch_size or memory_budget to avoid the retries.")
 
 
 def bad_compile_option(value: object) -> str:
@@ -162,9 +175,11 @@ def bad_channel_axis(axis: int, shape: tuple[int, ...]) -> str:
 
 
 def ambiguous_channel_axis(axis: int, shape: tuple[int, ...]) -> str:
+    other = len(shape) - 1 if axis == 1 else 1
+    name = "the last axis" if other == len(shape) - 1 else "axis 1"
     return (
         f"cannot tell the channel axis of shape {shape}: the default channel_axis={axis} "
-        f"has size {shape[axis]}, while the last axis has size {shape[-1]}, which looks like "
+        f"has size {shape[axis]}, while {name} has size {shape[other]}, which looks like "
         "channels; pass channel_axis= (-1 for channels-last, 1 for channels-first)."
     )
 

@@ -15,7 +15,13 @@ from importlib import metadata
 from typing import Any
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import Backend, BackendBase, as_backend_base, plugin_of, user_stacklevel
+from agnostic_saliency.backend import (
+    Backend,
+    BackendBase,
+    as_backend_base,
+    plugin_of,
+    user_stacklevel,
+)
 
 __all__ = ["get_backend", "list_backends", "register_backend", "resolve_backend"]
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency._definitions import DEFAULT, resolve_definitions
-from agnostic_saliency._quick import quick_maps
+from agnostic_saliency._memory import AUTO, BatchSize
 from agnostic_saliency._reduce import Reducer
 from agnostic_saliency._run import Run
 from agnostic_saliency.backend import Backend, Operator, OutputSelector
@@ -36,7 +36,11 @@ class Saliency(GradientExplainer):
     backend
         A registered backend name or a backend object; always wins over detection.
     batch_size
-        Largest number of inputs sent to the model at once; results do not depend on it.
+        Most inputs sent to the model at once: ``"auto"`` (within ``memory_budget``),
+        an int, or ``None`` (all). Results do not depend on it.
+    memory_budget
+        Bytes of working memory for ``batch_size="auto"`` (``None``: 10 % of the
+        available memory, at least 1 GiB).
     operator
         ``operator(model, inputs, targets) -> scores (N,)`` in the model's framework.
     channel_axis
@@ -69,7 +73,8 @@ class Saliency(GradientExplainer):
         model: Any,
         *,
         backend: str | Backend | None = None,
-        batch_size: int | None = None,
+        batch_size: BatchSize = AUTO,
+        memory_budget: float | None = None,
         operator: Operator | None = None,
         channel_axis: int | None = None,
         reducer: Reducer = DEFAULT,
@@ -81,20 +86,15 @@ class Saliency(GradientExplainer):
     ) -> None:
         definitions = resolve_definitions("Saliency", _PRESETS, preset,
                                           {"reducer": reducer, "absolute": absolute})
-        super().__init__(model, backend=backend, batch_size=batch_size, operator=operator,
+        super().__init__(model, backend=backend, batch_size=batch_size,
+                         memory_budget=memory_budget, operator=operator,
                          channel_axis=channel_axis, reducer=definitions["reducer"],
                          output_selector=output_selector,
                          allow_training_mode=allow_training_mode, strict=strict)
         self.absolute = bool(definitions["absolute"])
 
-    def explain(self, inputs: Any, targets: Any = None) -> np.ndarray:
-        maps = quick_maps(self, inputs, targets) if type(self) is Saliency else None
-        return maps if maps is not None else super().explain(inputs, targets)
-
-    explain.__doc__ = GradientExplainer.explain.__doc__
-
     def _attribute(self, run: Run, rows: slice) -> np.ndarray:
         # A backend that can reduces |gradient| itself (on a GPU, before the copy back).
-        magnitude = run.magnitude(self.reducer) if self.absolute else None
+        magnitude = run.magnitude(self.absolute)
         points = run.x if rows is run.everything else run.x[rows]
         return run.gradient(points, rows, absolute=self.absolute, magnitude=magnitude)

@@ -1,5 +1,6 @@
-"""Backends that compute asynchronously (``dispatch_gradient``): the frontend checks the
-inputs while the first gradient is computed, and nothing else changes."""
+"""Backends that compute asynchronously (``asynchronous = True``, ``start_gradient``):
+the frontend checks the inputs while the first gradient is computed, and nothing else
+changes."""
 
 from __future__ import annotations
 
@@ -9,29 +10,32 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agnostic_saliency import CallOptions, Saliency, SmoothGrad, get_backend
-from agnostic_saliency.backend import gradient_dispatcher
+from agnostic_saliency import CallOptions, Saliency, SmoothGrad
 from agnostic_saliency.testing import NumpyModel, ReferenceBackend, make_spec
 
 
 class DispatchingBackend(ReferenceBackend):
-    """The reference backend with a ``dispatch_gradient``; it logs what it is asked."""
+    """The reference backend, asynchronous; it logs what it is asked."""
+
+    asynchronous = True
+    magnitude_maps = ()
 
     def __init__(self, dispatch_error: Exception | None = None) -> None:
         self.log: list[str] = []
         self.dispatch_error = dispatch_error
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Any,
-                 options: CallOptions) -> np.ndarray:
+                 options: CallOptions, magnitude: Any = None) -> np.ndarray:
         self.log.append("gradient")
         return super().gradient(model, inputs, targets, operator, options)
 
-    def dispatch_gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Any,
-                          options: CallOptions) -> Callable[[], np.ndarray]:
+    def start_gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Any,
+                       options: CallOptions, magnitude: Any = None
+                       ) -> Callable[[], np.ndarray]:
         self.log.append("dispatch")
         if self.dispatch_error is not None:
             raise self.dispatch_error
-        result = super().gradient(model, inputs, targets, operator, options)
+        result = ReferenceBackend.gradient(self, model, inputs, targets, operator, options)
 
         def collect() -> np.ndarray:
             self.log.append("collect")
@@ -53,9 +57,9 @@ def test_maps_equal_the_synchronous_backend(batch_size: int | None, targets: Any
     maps = Saliency(model, backend=backend, batch_size=batch_size).explain(x, targets)
     expected = Saliency(model, backend="reference", batch_size=batch_size).explain(x, targets)
     np.testing.assert_array_equal(maps, expected)
-    # The first gradient is dispatched, the next chunks are computed as usual.
+    # Every chunk is started, then collected.
     chunks = 1 if batch_size is None else 3
-    assert backend.log == ["dispatch", "collect"] + ["gradient"] * (chunks - 1)
+    assert backend.log == ["dispatch", "collect"] * chunks
 
 
 def test_methods_with_several_gradients_per_chunk_are_unchanged() -> None:
@@ -64,7 +68,7 @@ def test_methods_with_several_gradients_per_chunk_are_unchanged() -> None:
     maps = SmoothGrad(model, backend=backend, nb_samples=4, seed=0).explain(x, 1)
     expected = SmoothGrad(model, backend="reference", nb_samples=4, seed=0).explain(x, 1)
     np.testing.assert_array_equal(maps, expected)
-    assert backend.log[:2] == ["dispatch", "collect"] and set(backend.log[2:]) <= {"gradient"}
+    assert backend.log[:2] == ["dispatch", "collect"] and "gradient" not in backend.log
 
 
 @pytest.mark.parametrize("targets", [None, 1])
@@ -77,17 +81,17 @@ def test_non_finite_inputs_are_refused_and_the_result_is_never_used(targets: Any
     assert backend.log == ["dispatch"]
 
 
-def test_a_model_allowed_to_train_is_never_dispatched() -> None:
+def test_a_model_allowed_to_train_only_sees_checked_inputs() -> None:
     """Its forward pass may change its state: it only ever sees checked inputs."""
     model, x = _mlp_inputs()
     backend = DispatchingBackend()
     maps = Saliency(model, backend=backend, allow_training_mode=True).explain(x, 1)
     np.testing.assert_array_equal(maps, Saliency(model, backend="reference").explain(x, 1))
-    assert backend.log == ["gradient"]
+    assert backend.log == ["dispatch", "collect"]
     x[0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         Saliency(model, backend=backend, allow_training_mode=True).explain(x, 1)
-    assert backend.log == ["gradient"]
+    assert backend.log == ["dispatch", "collect"]  # refused before any model call
 
 
 def test_an_input_error_comes_before_the_backend_error_it_may_have_caused() -> None:
@@ -129,60 +133,28 @@ def test_empty_inputs_need_no_gradient() -> None:
 
 
 class _RecordingSubclass(DispatchingBackend):
-    """Overrides ``gradient`` alone: its gradients must be the ones used."""
+    """Overrides ``gradient`` alone: the frontend calls ``start_gradient``, so a plugin
+    that records gradients overrides that (the documented member of every call)."""
 
-    def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Any,
-                 options: CallOptions) -> np.ndarray:
-        return 2 * super().gradient(model, inputs, targets, operator, options)
-
-
-class _DelegatingWrapper:
-    """Delegates everything but ``gradient`` to a dispatching backend."""
-
-    def __init__(self) -> None:
-        self.inner = DispatchingBackend()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def gradient(self, *args: Any) -> np.ndarray:
-        return 2 * self.inner.gradient(*args)
+    def start_gradient(self, *args: Any, **kwargs: Any) -> Callable[[], np.ndarray]:
+        self.log.append("subclass")
+        pending = super().start_gradient(*args, **kwargs)
+        return lambda: 2 * pending()
 
 
-def _patched_instance() -> DispatchingBackend:
-    backend = DispatchingBackend()
-    reference = get_backend("reference")
-    backend.gradient = lambda *args: 2 * reference.gradient(*args)  # type: ignore[method-assign]
-    return backend
-
-
-@pytest.mark.parametrize("make", [_RecordingSubclass, _DelegatingWrapper, _patched_instance])
-def test_a_gradient_overridden_without_dispatch_is_the_one_used(make: Callable[[], Any]) -> None:
+def test_the_frontend_calls_start_gradient_of_every_backend() -> None:
     model, x = _mlp_inputs()
-    backend = make()
-    assert gradient_dispatcher(backend) is None
+    backend = _RecordingSubclass()
     maps = Saliency(model, backend=backend, absolute=False).explain(x, 1)
     expected = Saliency(model, backend="reference", absolute=False).explain(x, 1)
     np.testing.assert_allclose(maps, 2 * expected, rtol=1e-6)
+    assert backend.log[:3] == ["subclass", "dispatch", "collect"]
 
 
-def test_only_backends_that_define_both_methods_dispatch() -> None:
-    backend = DispatchingBackend()
-    assert gradient_dispatcher(backend) == backend.dispatch_gradient
-    assert gradient_dispatcher(get_backend("reference")) is None
-
-
-class _DispatchLogged(DispatchingBackend):
-    """Defines ``dispatch_gradient`` below the class that defines ``gradient``."""
-
-    def dispatch_gradient(self, *args: Any) -> Callable[[], np.ndarray]:
-        self.log.append("subclass")
-        return super().dispatch_gradient(*args)
-
-
-def test_a_dispatch_defined_in_a_subclass_of_the_gradients_class_is_used() -> None:
+def test_a_synchronous_backend_computes_in_start_gradient_by_default() -> None:
     model, x = _mlp_inputs()
-    backend = _DispatchLogged()
-    assert gradient_dispatcher(backend) == backend.dispatch_gradient
-    Saliency(model, backend=backend).explain(x, 1)
-    assert backend.log[:2] == ["subclass", "dispatch"]
+    backend = ReferenceBackend()
+    assert not backend.asynchronous
+    pending = backend.start_gradient(model, x, np.ones((5, 3), np.float32), None, CallOptions())
+    expected = backend.gradient(model, x, np.ones((5, 3), np.float32), None, CallOptions())
+    np.testing.assert_array_equal(pending(), expected)

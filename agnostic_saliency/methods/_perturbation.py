@@ -30,18 +30,18 @@ class PerturbationExplainer(GradientExplainer):
         """Points per sample (``nb_samples`` or ``steps``)."""
         raise NotImplementedError
 
-    def _points_per_call(self, n: int) -> int:
-        return self.batch_size or max(n, DEFAULT_POINTS)
+    def _points_per_sample(self) -> int:
+        return self._count()
 
-    def _samples_per_chunk(self, n: int) -> int:
-        return max(1, self._points_per_call(n) // self._count())
+    def _everything_at_once(self, n_points: int) -> int:
+        return max(n_points // self._count(), DEFAULT_POINTS)
 
     def _gradients_at(self, run: Run, rows: slice, make_points: PointMaker
                       ) -> Iterator[np.ndarray]:
         """Yield gradients of shape ``(samples, points, ...)``, chunk by chunk."""
         samples = rows.stop - rows.start
         count = self._count()
-        per_sample = min(count, max(1, self._points_per_call(len(run.x)) // samples))
+        per_sample = min(count, max(1, run.model_batch // samples))
         ids = np.arange(rows.start, rows.stop)
         for first in range(0, count, per_sample):
             size = min(per_sample, count - first)

@@ -1,9 +1,10 @@
 """SmoothGrad, SquareGrad and VarGrad: statistics of gradients at noisy copies of the input.
 
 Noise is drawn in NumPy from ``np.random.default_rng([seed, sample_id])``, one
-stream per sample (its index in the call, or the global id the caller gives), in the channels-last layout of image inputs (then moved to the
-input's layout). The same seed therefore gives the same noise on every backend,
-for every ``batch_size`` and for channels-first and channels-last twins.
+stream per sample (its index in the call, or the global id the caller gives), in
+the channels-last layout of image inputs (then moved to the input's layout). The
+same seed therefore gives the same noise on every backend, for every
+``batch_size`` and for channels-first and channels-last twins.
 """
 
 from __future__ import annotations

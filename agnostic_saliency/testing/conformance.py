@@ -250,8 +250,11 @@ class BackendConformanceTests:
             magnitude = np.abs(expected)
             if reducer is not None:
                 magnitude = getattr(np, reducer)(magnitude, axis=axis)
-            results = [backend.gradient(*arguments, magnitude=(reducer, axis)),
-                       backend.start_gradient(*arguments, magnitude=(reducer, axis))()]
+            model, x, weights, operator, options = arguments
+            asked: Any = (reducer, axis)
+            results = [backend.gradient(model, x, weights, operator, options, magnitude=asked),
+                       backend.start_gradient(model, x, weights, operator, options,
+                                              magnitude=asked)()]
             for result in results:
                 assert isinstance(result, np.ndarray) and result.shape == magnitude.shape
                 assert np.issubdtype(result.dtype, np.floating)
@@ -540,6 +543,6 @@ class _TargetRecorder(BackendBase):
         return self._backend.predict(model, inputs, options)
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Any,
-                 options: CallOptions, **magnitude: Any) -> Any:
+                 options: CallOptions, magnitude: Any = None) -> Any:
         self.received.append(np.asarray(targets))
         return self._backend.gradient(model, inputs, targets, operator, options)

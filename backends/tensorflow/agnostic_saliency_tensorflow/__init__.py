@@ -28,8 +28,8 @@ import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy, warn
-from agnostic_saliency_tensorflow import _loading, _precision
 from agnostic_saliency.cache import BoundedCache, ObjectKey, object_key
+from agnostic_saliency_tensorflow import _loading, _precision
 from agnostic_saliency_tensorflow._traced import (
     Compiled,
     gradient_body,

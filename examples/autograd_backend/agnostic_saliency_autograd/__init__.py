@@ -26,13 +26,19 @@ installed plugin during detection, and detection must never import a framework.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency.backend import (
+    BackendBase,
+    CallOptions,
+    Magnitude,
+    Operator,
+    outputs_to_numpy,
+)
 
 __all__ = ["AutogradBackend", "AutogradModel"]
 
@@ -68,13 +74,16 @@ class AutogradModel:
         return f"AutogradModel(forward={name})"
 
 
-class AutogradBackend:
-    """Backend for :class:`AutogradModel` objects and ``autograd.numpy`` functions."""
+class AutogradBackend(BackendBase):
+    """Backend for :class:`AutogradModel` objects and ``autograd.numpy`` functions.
+
+    :class:`~agnostic_saliency.backend.BackendBase` gives every optional member a
+    default; this backend writes ``can_handle``, ``to_numpy``, ``predict`` and
+    ``gradient``.
+    """
 
     name = "autograd"
     modules = ("agnostic_saliency_autograd",)
-    priority = 0
-    channel_axis = -1
 
     def can_handle(self, model: Any) -> bool:
         # No import: this module is loaded already, or the model could not be an
@@ -90,10 +99,12 @@ class AutogradBackend:
     def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
         # A copy: a forward that writes into its input must not reach the caller's array.
         outputs = _forward(model, inputs.copy(), options)
-        return _outputs_to_numpy(outputs)
+        return outputs_to_numpy(outputs, lambda value: isinstance(value, np.ndarray)
+                                or np.isscalar(value), np.asarray)
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
-                 options: CallOptions) -> np.ndarray | None:
+                 options: CallOptions, magnitude: Magnitude | None = None
+                 ) -> np.ndarray | None:
         from autograd import grad
 
         try:
@@ -155,13 +166,3 @@ def _operator_targets(targets: Any, dtype: np.dtype) -> Any:
         return None
     array = np.asarray(targets)
     return array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array
-
-
-def _outputs_to_numpy(outputs: Any) -> Any:
-    if isinstance(outputs, Mapping):
-        return {key: _outputs_to_numpy(value) for key, value in outputs.items()}
-    if isinstance(outputs, (tuple, list)):
-        return tuple(_outputs_to_numpy(value) for value in outputs)
-    if isinstance(outputs, np.ndarray) or np.isscalar(outputs):
-        return np.asarray(outputs)
-    return outputs

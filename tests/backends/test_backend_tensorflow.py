@@ -30,7 +30,7 @@ tf = pytest.importorskip("tensorflow")
 from agnostic_saliency_tensorflow import TensorFlowBackend, trace_count  # noqa: E402
 
 from agnostic_saliency.cache import BoundedCache as LRUCache  # noqa: E402
-from agnostic_saliency.cache import ObjectKey
+from agnostic_saliency.cache import ObjectKey  # noqa: E402
 from agnostic_saliency.testing.builders import (  # noqa: E402
     build_tensorflow,
     build_tensorflow_function,

@@ -175,10 +175,32 @@ def resolve_backend(model: Any, backend: str | Backend | None = None) -> Backend
 
 
 def _detect(model: Any) -> BackendBase:
+    modules = _type_modules(model)
+    found = _first_handler(model, _likely_backends(modules), modules)
+    if found is not None:
+        return found
     candidates = _all_backends()
     if not candidates:
         raise TypeError(messages.no_backend_installed())
-    modules = _type_modules(model)
+    found = _first_handler(model, candidates, modules)
+    if found is not None:
+        return found
+    raise TypeError(_no_match_message(model, modules, candidates))
+
+
+def _likely_backends(modules: list[str]) -> list[BackendBase]:
+    """The backends loaded so far, and the plugins named after the model's framework:
+    building an explainer imports only what it needs."""
+    with _lock:
+        names = set(_registered) | ({_FRAMEWORK_EXTRAS.get(module, module) for module in modules}
+                                    & (set(_discover()) - _failed))
+    backends = [_load(name) for name in sorted(names)]
+    return sorted((backend for backend in backends if backend is not None),
+                  key=lambda backend: (-backend.priority, backend.name))
+
+
+def _first_handler(model: Any, candidates: list[BackendBase], modules: list[str]
+                   ) -> BackendBase | None:
     for candidate in candidates:
         if not any(module in sys.modules and module in modules for module in candidate.modules):
             continue
@@ -188,7 +210,7 @@ def _detect(model: Any) -> BackendBase:
         except Exception as error:  # one faulty plugin must not break detection
             warnings.warn(messages.can_handle_failed(candidate.name, _type_name(model), error),
                           messages.SaliencyWarning, stacklevel=user_stacklevel())
-    raise TypeError(_no_match_message(model, modules, candidates))
+    return None
 
 
 def _type_name(model: Any) -> str:

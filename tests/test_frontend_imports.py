@@ -21,9 +21,33 @@ def test_import_loads_no_framework() -> None:
     assert not [name for name in loaded if name.split(".")[0] in FRAMEWORKS]
 
 
+def test_users_see_only_framework_backends_until_the_test_kit_is_imported() -> None:
+    code = (
+        "import agnostic_saliency as s\n"
+        "names = s.list_backends()\n"
+        "assert 'reference' not in names and 'torch' in names, names\n"
+        "import agnostic_saliency.testing\n"
+        "assert 'reference' in s.list_backends()\n"
+        "print('ok')\n"
+    )
+    _modules_after(code)
+
+
+def test_the_first_explainer_loads_only_the_plugin_it_needs() -> None:
+    code = (
+        "import numpy as np, agnostic_saliency as s\n"
+        "from agnostic_saliency.testing import NumpyModel, make_spec\n"
+        "s.Saliency(NumpyModel(make_spec('mlp'))).explain(np.ones((2, 6), np.float32))\n"
+    )
+    loaded = _modules_after(code)
+    assert not [name for name in loaded if name.startswith(("agnostic_saliency_torch",
+                "agnostic_saliency_tensorflow", "agnostic_saliency_keras", "agnostic_saliency_jax"))]
+
+
 def test_listing_and_loading_backends_loads_no_framework() -> None:
     code = (
         "import agnostic_saliency as s\n"
+        "import agnostic_saliency.testing\n"
         "names = s.list_backends()\n"
         "assert {'torch', 'reference'} <= set(names), names\n"
         "[s.get_backend(name) for name in names]\n"

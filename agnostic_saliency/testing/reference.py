@@ -114,7 +114,7 @@ class ReferenceBackend(BackendBase):
     """
 
     name = "reference"
-    modules = ("agnostic_saliency",)
+    modules: tuple[str, ...] = ("agnostic_saliency",)
     priority = 0
     channel_axis = -1
     class_index_targets = True
@@ -180,3 +180,17 @@ def _numeric_gradient(score: Any, inputs: np.ndarray, step: float = 1e-5) -> np.
         flat_x[index] = original
         flat_grad[index] = (upper - lower) / (2 * step)
     return grad.astype(inputs.dtype)
+
+
+def use_reference_backend() -> ReferenceBackend:
+    """Register the reference backend as ``"reference"`` (once) and return it."""
+    from agnostic_saliency.registry import get_backend, register_backend, registered_as
+
+    if registered_as("reference") is None:
+        try:
+            get_backend("reference")  # an installed plugin of that name comes first
+        except ValueError:
+            register_backend(ReferenceBackend())
+    backend = get_backend("reference")
+    assert isinstance(backend, ReferenceBackend)
+    return backend

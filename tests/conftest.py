@@ -18,7 +18,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The NumPy reference backend is a test tool: the test kit registers it.
-import agnostic_saliency.testing  # noqa: E402, F401
+import agnostic_saliency.testing  # noqa: F401
 
 REQUIRE_ALL = os.environ.get("AGNOSTIC_SALIENCY_REQUIRE_ALL") == "1"
 GPU = os.environ.get("AGNOSTIC_SALIENCY_GPU") == "1"

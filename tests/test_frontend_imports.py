@@ -40,8 +40,8 @@ def test_the_first_explainer_loads_only_the_plugin_it_needs() -> None:
         "s.Saliency(NumpyModel(make_spec('mlp'))).explain(np.ones((2, 6), np.float32))\n"
     )
     loaded = _modules_after(code)
-    assert not [name for name in loaded if name.startswith(("agnostic_saliency_torch",
-                "agnostic_saliency_tensorflow", "agnostic_saliency_keras", "agnostic_saliency_jax"))]
+    plugins = tuple(f"agnostic_saliency_{name}" for name in ("torch", "tensorflow", "keras", "jax"))
+    assert not [name for name in loaded if name.startswith(plugins)]
 
 
 def test_listing_and_loading_backends_loads_no_framework() -> None:

@@ -39,6 +39,7 @@ def as_input_array(inputs: Any, backend: Backend, check: bool = True) -> np.ndar
 
 
 def _convert(inputs: Any, backend: Backend) -> np.ndarray:
+    _refuse_collections(inputs)
     try:
         array = backend.to_numpy(inputs)
     except Exception as error:
@@ -46,6 +47,24 @@ def _convert(inputs: Any, backend: Backend) -> np.ndarray:
     if not isinstance(array, np.ndarray) or array.dtype == object:
         raise TypeError(messages.inputs_not_array(inputs))
     return array
+
+
+def _refuse_collections(inputs: Any) -> None:
+    """Several inputs, or a whole data set, are never stacked into a fake batch."""
+    if isinstance(inputs, dict) or (isinstance(inputs, (list, tuple)) and inputs
+                                    and all(hasattr(item, "shape") for item in inputs)):
+        shapes = ([tuple(value.shape) for value in inputs.values()] if isinstance(inputs, dict)
+                  else [tuple(item.shape) for item in inputs])
+        raise TypeError(messages.several_inputs(type(inputs).__name__, shapes))
+    kind = type(inputs)
+    if kind.__module__.startswith(_DATASET_MODULES) or (
+            hasattr(inputs, "__iter__") and not hasattr(inputs, "__len__")
+            and not hasattr(inputs, "shape")):
+        raise TypeError(messages.inputs_are_a_dataset(f"{kind.__module__}.{kind.__qualname__}"))
+
+
+#: Where the data-set classes of the frameworks live (a torch Dataset, a tf.data.Dataset).
+_DATASET_MODULES = ("torch.utils.data", "tensorflow.python.data", "datasets.")
 
 
 def _is_floating(dtype: np.dtype) -> bool:

@@ -23,11 +23,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from agnostic_saliency import messages
 from agnostic_saliency.messages import SaliencyWarning
 
 __all__ = [
     "MAGNITUDE_REDUCERS", "Backend", "BackendBase", "CallOptions", "Magnitude", "Operator",
-    "OutputSelector", "as_backend_base", "outputs_to_numpy", "plugin_of", "user_stacklevel", "warn",
+    "OutputSelector", "as_backend_base", "outputs_to_numpy", "plugin_of", "report_cast",
+    "user_stacklevel", "warn",
 ]
 
 #: Whether the explain call running in this thread (or task) was made with strict=True.
@@ -336,6 +338,23 @@ def outputs_to_numpy(outputs: Any, is_tensor: Callable[[Any], bool],
     if isinstance(outputs, (tuple, list)):
         return tuple(outputs_to_numpy(value, is_tensor, convert) for value in outputs)
     return outputs
+
+
+def report_cast(given: Any, used: Any) -> None:
+    """Warn (see :func:`warn`) that inputs of dtype ``given`` are cast to ``used``, where
+    that loses precision; an up-cast (float32 inputs to a float64 model) says nothing."""
+    given_dtype, used_dtype = _as_dtype(given), _as_dtype(used)
+    if given_dtype is None or used_dtype is None or used_dtype.itemsize < given_dtype.itemsize \
+            or (used_dtype.itemsize == given_dtype.itemsize and used_dtype != given_dtype):
+        warn(messages.dtype_cast(str(given).replace("torch.", ""),
+                                 str(used).replace("torch.", "")))
+
+
+def _as_dtype(value: Any) -> np.dtype | None:
+    try:
+        return np.dtype(str(value).replace("torch.", ""))
+    except TypeError:  # bfloat16 without ml_dtypes, say
+        return None
 
 
 def warn(text: str, stacklevel: int | None = None) -> None:

@@ -194,6 +194,24 @@ def inputs_not_array(inputs: object) -> str:
     )
 
 
+def several_inputs(kind: str, shapes: list[tuple[int, ...]]) -> str:
+    return (
+        f"inputs are a {kind} of {len(shapes)} arrays of shapes {shapes}; explain takes one "
+        "array (a batch). Several inputs are never stacked into one batch. For a model with "
+        "several inputs, explain one floating input at a time with an operator "
+        "(operator(model, x, targets)) that receives every other input sliced to the same "
+        "samples, and pass batch_size=None so no closure sees another chunk's rows."
+    )
+
+
+def inputs_are_a_dataset(kind: str) -> str:
+    return (
+        f"inputs of type {kind} are a data set, not a batch; explain takes one array. Pass "
+        "the data set to explainer.explain_dataset(data) (or explain_batches(data) to get "
+        "the maps batch by batch), which reads it one batch at a time."
+    )
+
+
 def inputs_not_floating(dtype: object) -> str:
     return (
         f"inputs have dtype {dtype}; saliency needs floating inputs. Convert (and normalise) "
@@ -218,8 +236,8 @@ def inputs_not_finite(count: int, first_sample: int) -> str:
 
 def dtype_cast(given: str, used: str) -> str:
     return (
-        f"inputs are {given} but the model computes in {used}; they are cast to {used}. "
-        f"Pass {used} inputs to silence this, or convert the model to {given}."
+        f"inputs are {given} but the model computes in {used}; they are cast to {used}, a "
+        f"lower precision. Pass {used} inputs to silence this, or convert the model to {given}."
     )
 
 

@@ -55,7 +55,7 @@ class Run:
         self.pad_to: int | None = None
         #: Most points per call after an out-of-memory error, else ``None``.
         self.limit: int | None = None
-        #: The sizes of the model calls made, in order of first use.
+        #: The sizes of the model calls that succeeded, in order of first use.
         self.call_sizes: list[int] = []
         #: Whether ``x`` (and the plan's class indices) still await their check.
         self.unchecked = unchecked
@@ -108,10 +108,11 @@ class Run:
     def _call(self, points: np.ndarray, targets: Any, magnitude: Magnitude | None) -> Any:
         """The backend's answer for ``points``: in pieces of at most :attr:`limit`, and
         again in halves after an out-of-memory error."""
-        if self.limit is not None and len(points) > self.limit:
-            pieces = [self._call(points[start:start + self.limit],
-                                 rows_of(targets, start, start + self.limit), magnitude)
-                      for start in range(0, len(points), self.limit)]
+        limit = self.limit
+        if limit is not None and len(points) > limit:
+            pieces = [self._call(points[start:start + limit],
+                                 rows_of(targets, start, start + limit), magnitude)
+                      for start in range(0, len(points), limit)]
             return np.concatenate(pieces)
         try:
             return self._call_once(points, targets, magnitude)
@@ -153,8 +154,6 @@ class Run:
         """The backend's answer; the inputs are checked while an asynchronous backend
         computes. Non-finite inputs and class indices out of range raise before any
         result is used, and before an error of the backend (which stays attached)."""
-        if len(points) not in self.call_sizes:
-            self.call_sizes.append(len(points))
         explainer = self.explainer
         try:
             pending = explainer.backend.start_gradient(
@@ -162,7 +161,10 @@ class Run:
                 magnitude=magnitude)
         finally:
             self.finish_checks()
-        return pending()
+        result = pending()
+        if len(points) not in self.call_sizes:
+            self.call_sizes.append(len(points))
+        return result
 
     def finish_checks(self) -> None:
         """The checks left for the first gradient: the inputs are finite, then the

@@ -267,6 +267,8 @@ class GradientExplainer:
                 attributions = self._attribute(run, rows)
             if layout.reduces and attributions.shape[1:] != layout.map_shape:  # else reduced
                 attributions = reduce_channels(attributions, layout.channel_axis, self.reducer)
+            if rows == run.everything and _handed_over(attributions, maps, x):
+                return attributions
             maps[rows] = attributions
             start = rows.stop
         return maps
@@ -438,6 +440,16 @@ class GradientExplainer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._new_caches()
+
+
+def _handed_over(result: np.ndarray, maps: np.ndarray, x: np.ndarray) -> bool:
+    """Whether ``result`` may be returned as ``maps`` without a copy: a new array of
+    its own memory (NumPy's, or a backend's writeable answer, which is handed over),
+    of the maps' kind, that is not the inputs' memory."""
+    flags = result.flags
+    return (flags.owndata and flags.writeable and flags.c_contiguous
+            and result.shape == maps.shape and result.dtype == maps.dtype
+            and not np.shares_memory(result, x))
 
 
 def _spec_key(x: np.ndarray) -> Hashable:

@@ -139,7 +139,31 @@ def bad_number(name: str, value: object, minimum: float, integer: bool) -> str:
 def bad_baseline(shape: tuple[int, ...], sample_shape: tuple[int, ...]) -> str:
     return (
         f"baseline_value of shape {shape} does not broadcast to a sample of shape "
-        f"{sample_shape}; pass a number or an array of the sample's shape."
+        f"{sample_shape}; pass a number, an array of the sample's shape, or one baseline "
+        f"per input of shape (N, *{sample_shape})."
+    )
+
+
+def baselines_wrong_count(shape: tuple[int, ...], n: int) -> str:
+    return (
+        f"baseline_value of shape {shape} gives {shape[0]} baselines for {n} inputs; pass "
+        f"one per input (leading axis {n}), a leading axis of 1, or one sample's shape."
+    )
+
+
+def bad_baseline_value(value: object) -> str:
+    return (
+        f"baseline_value={value!r} ({type(value).__name__}) is not a number or an array of "
+        "numbers; pass a number (0.0 is black for inputs scaled to [0, 1]), an array of a "
+        "sample's shape, or one baseline per input (e.g. a blurred copy of each)."
+    )
+
+
+def not_gradient_family(name: str) -> str:
+    return (
+        f"NoiseTunnel wraps Saliency, GradientInput, IntegratedGradients or another "
+        f"GradientExplainer that adds no noise itself; got {name}. Pass one of those, "
+        "or use SmoothGrad, SquareGrad or VarGrad directly."
     )
 
 

@@ -526,6 +526,58 @@ def plot_shapes_differ(shapes: Mapping[str, tuple[int, ...]]) -> str:
     )
 
 
+def plot_not_array(name: str, kind: str, error: BaseException) -> str:
+    return (
+        f"{name} of type {kind} cannot be read as an array ({_last_line(error)}); pass a "
+        "NumPy array or a tensor of PyTorch, TensorFlow or JAX."
+    )
+
+
+def images_do_not_match(images: tuple[int, ...], maps: tuple[int, ...],
+                        spatial: tuple[int, ...]) -> str:
+    return (
+        f"images of shape {images} do not match maps of shape {maps}: the maps are "
+        f"{spatial[0]}x{spatial[1]} pixels; pass the images that were explained (resized "
+        "as the model saw them), or channel_axis=1 / -1 if the channels were misread."
+    )
+
+
+def plot_ambiguous_channels(shape: tuple[int, ...]) -> str:
+    return (
+        f"cannot tell the channel axis of shape {shape}: axis 1 and the last axis both could "
+        "be channels; pass channel_axis=1 (channels-first) or channel_axis=-1 "
+        "(channels-last), or explainer= the explainer that made the maps."
+    )
+
+
+def plot_bad_classes(name: str, shape: tuple[int, ...], dtype: object, n: int) -> str:
+    return (
+        f"{name} of shape {shape} and dtype {dtype} are not class indices for {n} maps; "
+        "pass an int, one int per sample, or (N, n_classes) scores."
+    )
+
+
+def plot_class_out_of_range(index: int, count: int) -> str:
+    return (
+        f"class index {index} has no name among {count} class_names; pass one name per "
+        "class, or a dict from class index to name."
+    )
+
+
+def tokens_scores_mismatch(count: int, shape: tuple[int, ...]) -> str:
+    return (
+        f"got {count} tokens and scores of shape {shape}; pass one score per token, e.g. "
+        "the saliency of each token's embedding summed over the embedding axis."
+    )
+
+
+def tokens_format(name: str) -> str:
+    return (
+        f"cannot tell how to write {name!r}; pass format='html' or format='png', or a path "
+        "ending in .html, .htm or .png."
+    )
+
+
 # --- command line ---------------------------------------------------------------------
 
 

@@ -3,6 +3,9 @@ noisy inputs (PyTorch), and the same maps from JAX as from PyTorch."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -96,6 +99,37 @@ def test_no_call_exceeds_batch_size_points_and_results_do_not_change(batch_size:
                         seed=3, kind="vargrad").explain(x, 1)
     np.testing.assert_allclose(maps, whole, rtol=1e-9, atol=1e-15)
     assert ig.batch_size is None  # the wrapped explainer is left as it was
+
+
+MEMORY_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    from agnostic_saliency import IntegratedGradients, NoiseTunnel
+    from agnostic_saliency.testing import NumpyModel
+    from agnostic_saliency.testing.models import Conv2D, GlobalAveragePool, Dense, ModelSpec, Tanh
+
+    rng = np.random.default_rng(0)
+    spec = ModelSpec("big", (Conv2D(rng.normal(size=(3, 3, 3, 4)), np.zeros(4)), Tanh(),
+                             GlobalAveragePool(), Dense(rng.normal(size=(4, 3)), np.zeros(3))),
+                     (64, 64, 3))
+    x = rng.normal(size=(2, 64, 64, 3))
+    ig = IntegratedGradients(NumpyModel(spec), steps=8, reducer=None)
+    NoiseTunnel(ig, nb_samples={nb_samples}, kind="vargrad", seed=0, batch_size=16).explain(x, 1)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            print(int(line.split()[1]))
+""")
+
+
+def _peak_kib(nb_samples: int) -> int:
+    result = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT.format(nb_samples=nb_samples)],
+                            check=True, capture_output=True, text=True)
+    return int(result.stdout.split()[-1])
+
+
+def test_peak_memory_does_not_grow_with_nb_samples() -> None:
+    small, large = _peak_kib(4), _peak_kib(128)
+    # Holding all 2 * 128 copies * 8 path points at once would add 2048 * 96 KiB = 192 MiB.
+    assert large - small < 0.1 * small, (small, large)
 
 
 def test_explaining_in_pieces_continues_the_noise() -> None:

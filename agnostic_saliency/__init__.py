@@ -11,6 +11,7 @@ from agnostic_saliency.messages import SaliencyWarning
 from agnostic_saliency.methods import (
     GradientInput,
     IntegratedGradients,
+    NoiseTunnel,
     SmoothGrad,
     SquareGrad,
     VarGrad,
@@ -28,6 +29,7 @@ __all__ = [
     "GradientExplainer",
     "GradientInput",
     "IntegratedGradients",
+    "NoiseTunnel",
     "Saliency",
     "SaliencyWarning",
     "SmoothGrad",

@@ -139,7 +139,31 @@ def bad_number(name: str, value: object, minimum: float, integer: bool) -> str:
 def bad_baseline(shape: tuple[int, ...], sample_shape: tuple[int, ...]) -> str:
     return (
         f"baseline_value of shape {shape} does not broadcast to a sample of shape "
-        f"{sample_shape}; pass a number or an array of the sample's shape."
+        f"{sample_shape}; pass a number, an array of the sample's shape, or one baseline "
+        f"per input of shape (N, *{sample_shape})."
+    )
+
+
+def baselines_wrong_count(shape: tuple[int, ...], n: int) -> str:
+    return (
+        f"baseline_value of shape {shape} gives {shape[0]} baselines for {n} inputs; pass "
+        f"one per input (leading axis {n}), a leading axis of 1, or one sample's shape."
+    )
+
+
+def bad_baseline_value(value: object) -> str:
+    return (
+        f"baseline_value={value!r} ({type(value).__name__}) is not a number or an array of "
+        "numbers; pass a number (0.0 is black for inputs scaled to [0, 1]), an array of a "
+        "sample's shape, or one baseline per input (e.g. a blurred copy of each)."
+    )
+
+
+def not_gradient_family(name: str) -> str:
+    return (
+        f"NoiseTunnel wraps Saliency, GradientInput, IntegratedGradients or another "
+        f"GradientExplainer that adds no noise itself; got {name}. Pass one of those, "
+        "or use SmoothGrad, SquareGrad or VarGrad directly."
     )
 
 
@@ -532,6 +556,58 @@ def plot_shapes_differ(shapes: Mapping[str, tuple[int, ...]]) -> str:
     return (
         f"cannot plot maps of different shapes side by side ({listing}); "
         "explain the same inputs with the same reducer."
+    )
+
+
+def plot_not_array(name: str, kind: str, error: BaseException) -> str:
+    return (
+        f"{name} of type {kind} cannot be read as an array ({_last_line(error)}); pass a "
+        "NumPy array or a tensor of PyTorch, TensorFlow or JAX."
+    )
+
+
+def images_do_not_match(images: tuple[int, ...], maps: tuple[int, ...],
+                        spatial: tuple[int, ...]) -> str:
+    return (
+        f"images of shape {images} do not match maps of shape {maps}: the maps are "
+        f"{spatial[0]}x{spatial[1]} pixels; pass the images that were explained (resized "
+        "as the model saw them), or channel_axis=1 / -1 if the channels were misread."
+    )
+
+
+def plot_ambiguous_channels(shape: tuple[int, ...]) -> str:
+    return (
+        f"cannot tell the channel axis of shape {shape}: axis 1 and the last axis both could "
+        "be channels; pass channel_axis=1 (channels-first) or channel_axis=-1 "
+        "(channels-last), or explainer= the explainer that made the maps."
+    )
+
+
+def plot_bad_classes(name: str, shape: tuple[int, ...], dtype: object, n: int) -> str:
+    return (
+        f"{name} of shape {shape} and dtype {dtype} are not class indices for {n} maps; "
+        "pass an int, one int per sample, or (N, n_classes) scores."
+    )
+
+
+def plot_class_out_of_range(index: int, count: int) -> str:
+    return (
+        f"class index {index} has no name among {count} class_names; pass one name per "
+        "class, or a dict from class index to name."
+    )
+
+
+def tokens_scores_mismatch(count: int, shape: tuple[int, ...]) -> str:
+    return (
+        f"got {count} tokens and scores of shape {shape}; pass one score per token, e.g. "
+        "the saliency of each token's embedding summed over the embedding axis."
+    )
+
+
+def tokens_format(name: str) -> str:
+    return (
+        f"cannot tell how to write {name!r}; pass format='html' or format='png', or a path "
+        "ending in .html, .htm or .png."
     )
 
 

@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from agnostic_saliency._run import Run
+from agnostic_saliency.backend import Magnitude
 from agnostic_saliency.explainer import GradientExplainer
 
-__all__ = ["DEFAULT_POINTS", "PerturbationExplainer", "RunningMoments"]
+__all__ = ["DEFAULT_POINTS", "CopiesRun", "PerturbationExplainer", "RunningMoments",
+           "input_rows", "inputs_count"]
 
 #: Points per backend call when ``batch_size`` is None (or the number of inputs, if larger).
 DEFAULT_POINTS = 128
@@ -48,6 +50,40 @@ class PerturbationExplainer(GradientExplainer):
             points = make_points(run.x[rows], first, size)
             gradient = run.gradient(points, np.repeat(ids, size))
             yield gradient.reshape(samples, size, *run.x.shape[1:])
+
+
+class CopiesRun(Run):
+    """A run over copies of some samples of ``parent`` (e.g. noisy copies).
+
+    ``origin[i]`` is the parent's sample that row ``i`` copies: each copy is explained
+    with that sample's target, and its gradients count for that sample. Gradients come
+    back with the channels kept (a wrapping method aggregates before reducing).
+    """
+
+    def __init__(self, parent: Run, x: np.ndarray, origin: np.ndarray) -> None:
+        super().__init__(parent.explainer, x, parent.layout, plan=parent.plan,
+                         raw_targets=parent.raw_targets)
+        self.model_batch = parent.model_batch
+        self.parent = parent
+        self.origin = origin
+        self.state["sample_ids"] = parent.state["sample_ids"][origin]
+
+    def magnitude(self, absolute: bool) -> Magnitude | None:
+        return None
+
+    def gradient(self, points: np.ndarray, samples: np.ndarray | slice,
+                 absolute: bool = False, magnitude: Magnitude | None = None) -> np.ndarray:
+        return self.parent.gradient(points, self.origin[samples], absolute=absolute)
+
+
+def input_rows(run: Run, rows: slice) -> slice | np.ndarray:
+    """The rows of the explained inputs that ``rows`` of ``run`` stand for."""
+    return run.origin[rows] if isinstance(run, CopiesRun) else rows
+
+
+def inputs_count(run: Run) -> int:
+    """The number of explained inputs (the parent's, for a run over copies)."""
+    return len(run.parent.x) if isinstance(run, CopiesRun) else len(run.x)
 
 
 class RunningMoments:

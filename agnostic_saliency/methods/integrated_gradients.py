@@ -13,8 +13,13 @@ from agnostic_saliency._definitions import (
     check_positive,
     resolve_definitions,
 )
+from agnostic_saliency._duck import as_numpy
 from agnostic_saliency._run import Run
-from agnostic_saliency.methods._perturbation import PerturbationExplainer
+from agnostic_saliency.methods._perturbation import (
+    PerturbationExplainer,
+    input_rows,
+    inputs_count,
+)
 
 __all__ = ["QUADRATURES", "IntegratedGradients", "quadrature"]
 
@@ -46,8 +51,6 @@ def quadrature(name: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         return (nodes + 1) / 2, weights / 2
     if name == "trapezoid":
-        if steps == 1:
-            return np.array([1.0]), np.array([1.0])
         weights = np.full(steps, 1.0 / (steps - 1))
         weights[[0, -1]] /= 2
         return np.linspace(0.0, 1.0, steps), weights
@@ -72,9 +75,13 @@ class IntegratedGradients(PerturbationExplainer):
     model
         A model of any framework with an installed backend, or a function with ``backend=``.
     steps
-        Points on the path from the baseline to the input (Xplique and Captum 50, PAIR 25).
+        Points on the path from the baseline to the input (Xplique and Captum 50, PAIR 25);
+        at least 2.
     baseline_value
-        The baseline: a number filling a sample, or an array broadcasting to one.
+        The baseline: a number filling a sample, an array broadcasting to one sample,
+        or one baseline per input, ``(N, ...)`` (e.g. a blurred copy of each image), or
+        ``(1, ...)``, as Captum's ``baselines``. An array with as many axes as the inputs
+        has a leading batch axis; NumPy or any framework's tensor.
     quadrature
         How the path integral is approximated: ``"trapezoid"`` (Xplique),
         ``"gausslegendre"`` (Captum), ``"riemann_left"``, ``"riemann_right"``,
@@ -82,6 +89,10 @@ class IntegratedGradients(PerturbationExplainer):
         ``(steps - 1) / steps``), or ``"uniform"`` (PAIR's mean over ``linspace(0, 1, steps)``).
     reducer
         Channel reduction of image maps (Xplique ``"mean"``; Captum, PAIR ``None``).
+    multiply_by_inputs
+        ``True``: ``(x - baseline)`` times the path integral (the method's definition);
+        ``False``: the path integral of the gradient alone (Captum's
+        ``multiply_by_inputs=False``, "local" attributions).
     preset
         ``"xplique"`` (default), ``"captum"`` or ``"pair"``.
     **options
@@ -90,43 +101,67 @@ class IntegratedGradients(PerturbationExplainer):
         :class:`~agnostic_saliency.explainer.GradientExplainer`. ``batch_size`` bounds the
         number of path points per model call.
 
+    Raises
+    ------
+    ValueError
+        For ``steps`` below 2 (a single point is no path: Captum refuses it too), a
+        ``baseline_value`` that is no number or numeric array, or, when explaining, one
+        whose shape fits neither a sample nor the batch.
+
     Notes
     -----
     Completeness: the attributions of a sample sum to ``f(x) - f(baseline)`` up to
-    the quadrature error, which vanishes as ``steps`` grows.
+    the quadrature error, which vanishes as ``steps`` grows (with
+    ``multiply_by_inputs=True``).
     """
 
     def __init__(self, model: Any, *, steps: int = DEFAULT, baseline_value: Any = DEFAULT,
                  quadrature: Quadrature = DEFAULT, reducer: Any = DEFAULT,
-                 preset: str | None = None, **options: Any) -> None:
+                 multiply_by_inputs: bool = True, preset: str | None = None,
+                 **options: Any) -> None:
         definitions = resolve_definitions(
             "IntegratedGradients", _PRESETS, preset,
             {"steps": steps, "baseline_value": baseline_value, "quadrature": quadrature,
              "reducer": reducer})
         super().__init__(model, reducer=definitions["reducer"], **options)
-        self.steps = check_positive("steps", definitions["steps"], 1, True)
+        self.steps = check_positive("steps", definitions["steps"], 2, True)
         self.quadrature = check_choice("quadrature", definitions["quadrature"], QUADRATURES)
-        self.baseline_value = definitions["baseline_value"]
+        self.baseline_value = _baseline_array(definitions["baseline_value"])
+        self.multiply_by_inputs = bool(multiply_by_inputs)
 
     def _count(self) -> int:
         return self.steps
 
-    def _baseline(self, run: Run) -> np.ndarray:
-        value = np.asarray(self.baseline_value, dtype=run.x.dtype)
+    def _baseline(self, run: Run, rows: slice) -> np.ndarray:
+        """The baselines of ``rows``: one sample's shape, or ``(len(rows), ...)``."""
+        value = self.baseline_value.astype(run.x.dtype, copy=False)
+        sample_shape = run.x.shape[1:]
+        shape = sample_shape
+        if value.ndim == run.x.ndim:  # a leading batch axis, as Captum's baselines
+            n = inputs_count(run)
+            if value.shape[0] not in (1, n):
+                raise ValueError(messages.baselines_wrong_count(value.shape, n))
+            if value.shape[0] == n and n > 1:
+                value = value[input_rows(run, rows)]
+                shape = value.shape[:1] + sample_shape
+            else:
+                value = value[0]
         try:
-            return np.broadcast_to(value, run.x.shape[1:])
+            return np.broadcast_to(value, shape)
         except ValueError:
-            raise ValueError(messages.bad_baseline(value.shape, run.x.shape[1:])) from None
+            raise ValueError(messages.bad_baseline(self.baseline_value.shape,
+                                                   sample_shape)) from None
 
     def _attribute(self, run: Run, rows: slice) -> np.ndarray:
         alphas, weights = quadrature(self.quadrature, self.steps)
-        baseline = self._baseline(run)
-        difference = run.x[rows] - baseline
+        x_rows = run.x[rows]
+        baseline = np.broadcast_to(self._baseline(run, rows), x_rows.shape)
+        difference = x_rows - baseline
         shape = (1, -1) + (1,) * (run.x.ndim - 1)
 
-        def make_points(x_rows: np.ndarray, first: int, size: int) -> np.ndarray:
+        def make_points(_: np.ndarray, first: int, size: int) -> np.ndarray:
             path = alphas[first:first + size].reshape(shape).astype(run.x.dtype)
-            points = baseline + path * difference[:, None]
+            points = baseline[:, None] + path * difference[:, None]
             return points.reshape(-1, *run.x.shape[1:])
 
         total: np.ndarray | float = 0.0
@@ -136,4 +171,15 @@ class IntegratedGradients(PerturbationExplainer):
             step_weights = weights[first:first + size].reshape(shape)
             total = total + (gradients * step_weights).sum(axis=1)
             first += size
-        return difference * np.asarray(total)
+        return difference * np.asarray(total) if self.multiply_by_inputs else np.asarray(total)
+
+
+def _baseline_array(value: Any) -> np.ndarray:
+    """``baseline_value`` as a numeric array, refused with our message otherwise."""
+    try:
+        array = as_numpy(value)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.dtype.kind not in "biuf" or isinstance(value, (str, bytes)):
+        raise ValueError(messages.bad_baseline_value(value))
+    return array

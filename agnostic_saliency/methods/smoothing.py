@@ -1,10 +1,10 @@
 """SmoothGrad, SquareGrad and VarGrad: statistics of gradients at noisy copies of the input.
 
 Noise is drawn in NumPy from ``np.random.default_rng([seed, sample_id])``, one
-stream per sample (its index in the call, or the global id the caller gives), in
-the channels-last layout of image inputs (then moved to the input's layout). The
-same seed therefore gives the same noise on every backend, for every
-``batch_size`` and for channels-first and channels-last twins.
+stream per sample (its global id), channels-last (see
+:mod:`agnostic_saliency.methods._noise`). The same seed therefore gives the same
+noise on every backend, for every ``batch_size`` and for channels-first and
+channels-last twins.
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ from agnostic_saliency._definitions import (
     check_positive,
     resolve_definitions,
 )
-from agnostic_saliency._reduce import is_image
 from agnostic_saliency._run import Run
-from agnostic_saliency.methods._perturbation import PerturbationExplainer, RunningMoments
+from agnostic_saliency.methods._noise import NoiseScale, noisy_copies
+from agnostic_saliency.methods._perturbation import (
+    PerturbationExplainer,
+    PointMaker,
+    RunningMoments,
+)
 
 __all__ = ["SmoothGrad", "SquareGrad", "VarGrad"]
 
-NoiseScale = Literal["absolute", "relative"]
 Average = Literal["gradient", "absolute", "square"]
 
 _SMOOTHGRAD_PRESETS: dict[str, dict[str, Any] | None] = {
@@ -62,39 +65,13 @@ class _NoisyExplainer(PerturbationExplainer):
     def _count(self) -> int:
         return self.nb_samples
 
-    def _noisy_points(self, run: Run, rows: slice) -> Any:
-        if "entropy" not in run.state:
-            run.state["entropy"] = (self.seed if self.seed is not None
-                                    else np.random.SeedSequence().entropy)
-            run.state["generators"] = {}
-
+    def _noisy_points(self, run: Run, rows: slice) -> PointMaker:
         def make_points(x_rows: np.ndarray, first: int, size: int) -> np.ndarray:
-            parts = [self._noisy_copies(run, rows.start + i, sample, size)
-                     for i, sample in enumerate(x_rows)]
-            return np.concatenate(parts).astype(run.x.dtype, copy=False)
+            parts = [noisy_copies(run, self.seed, rows.start + i, size, self.noise,
+                                  self.noise_scale) for i in range(len(x_rows))]
+            return np.concatenate(parts)
 
         return make_points
-
-    def _noisy_copies(self, run: Run, index: int, sample: np.ndarray, size: int) -> np.ndarray:
-        generators = run.state["generators"]
-        if index not in generators:
-            stream = int(run.state["sample_ids"][index])
-            generators[index] = np.random.default_rng([run.state["entropy"], stream])
-        sigma = self.noise
-        if self.noise_scale == "relative":
-            sigma *= float(sample.max()) - float(sample.min())
-        return sample + sigma * _standard_normal(generators[index], size, sample.shape,
-                                                 run.layout.channel_axis - 1 if is_image(run.x.ndim)
-                                                 else None)
-
-
-def _standard_normal(rng: np.random.Generator, size: int, shape: tuple[int, ...],
-                     channel_axis: int | None) -> np.ndarray:
-    """``size`` draws of ``shape``, drawn channels-last and moved to ``channel_axis``."""
-    if channel_axis is None or channel_axis == len(shape) - 1:
-        return rng.standard_normal((size, *shape))
-    canonical = shape[:channel_axis] + shape[channel_axis + 1:] + (shape[channel_axis],)
-    return np.moveaxis(rng.standard_normal((size, *canonical)), -1, channel_axis + 1)
 
 
 class SmoothGrad(_NoisyExplainer):

@@ -14,7 +14,8 @@ from typing import Any
 
 from agnostic_saliency import messages
 
-__all__ = ["DEFAULT", "PRESETS", "check_choice", "check_positive", "resolve_definitions"]
+__all__ = ["DEFAULT", "PRESETS", "check_choice", "check_positive", "layer_reducer",
+           "resolve_definitions"]
 
 PRESETS = ("xplique", "captum", "pair")
 
@@ -54,6 +55,12 @@ def resolve_definitions(
         available = [key for key, value in table.items() if value is not None]
         raise ValueError(messages.preset_unavailable(method, name, available))
     return {key: values[key] if value is DEFAULT else value for key, value in given.items()}
+
+
+def layer_reducer(reducer: Any, options: Mapping[str, Any]) -> Any:
+    """``"l2"`` for a reducer left to the preset when a ``layer`` is explained: a layer's
+    hidden axis is reduced by its norm (Captum's and Inseq's habit); else ``reducer``."""
+    return "l2" if reducer is DEFAULT and options.get("layer") is not None else reducer
 
 
 def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:

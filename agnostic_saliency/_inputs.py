@@ -39,7 +39,7 @@ def as_input_array(inputs: Any, backend: Backend, check: bool = True) -> np.ndar
 
 
 def _convert(inputs: Any, backend: Backend) -> np.ndarray:
-    _refuse_collections(inputs)
+    _refuse_datasets(inputs)
     try:
         array = backend.to_numpy(inputs)
     except Exception as error:
@@ -49,13 +49,8 @@ def _convert(inputs: Any, backend: Backend) -> np.ndarray:
     return array
 
 
-def _refuse_collections(inputs: Any) -> None:
-    """Several inputs, or a whole data set, are never stacked into a fake batch."""
-    if isinstance(inputs, dict) or (isinstance(inputs, (list, tuple)) and inputs
-                                    and all(hasattr(item, "shape") for item in inputs)):
-        shapes = ([tuple(value.shape) for value in inputs.values()] if isinstance(inputs, dict)
-                  else [tuple(item.shape) for item in inputs])
-        raise TypeError(messages.several_inputs(type(inputs).__name__, shapes))
+def _refuse_datasets(inputs: Any) -> None:
+    """A whole data set is never read into one fake batch."""
     kind = type(inputs)
     if kind.__module__.startswith(_DATASET_MODULES) or (
             hasattr(inputs, "__iter__") and not hasattr(inputs, "__len__")

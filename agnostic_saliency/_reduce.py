@@ -11,13 +11,24 @@ from agnostic_saliency import messages
 
 __all__ = ["REDUCERS", "Reducer", "check_reducer", "reduce_channels"]
 
-Reducer = Literal["max", "mean", "min", "sum"] | None
+Reducer = Literal["max", "mean", "min", "sum", "l2"] | None
+
+
+def _l2(values: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The Euclidean norm over ``axis`` (the default for a layer's hidden axis)."""
+    norm = np.sqrt(np.sum(np.square(values), axis=axis))
+    if out is None:
+        return norm
+    out[...] = norm
+    return out
+
 
 REDUCERS: dict[str, Callable[..., np.ndarray]] = {
     "max": np.max,
     "mean": np.mean,
     "min": np.min,
     "sum": np.sum,
+    "l2": _l2,
 }
 
 

@@ -24,6 +24,7 @@ from agnostic_saliency import messages
 from agnostic_saliency._inputs import check_finite
 from agnostic_saliency._outputs import check_gradient
 from agnostic_saliency._reduce import reduced_shape
+from agnostic_saliency._structure import Structure
 from agnostic_saliency._targets import TargetPlan
 from agnostic_saliency.backend import Magnitude, user_stacklevel
 
@@ -38,9 +39,12 @@ class Run:
 
     def __init__(self, explainer: GradientExplainer, x: np.ndarray, layout: Layout,
                  plan: TargetPlan | None = None, raw_targets: np.ndarray | None = None,
-                 unchecked: bool = False) -> None:
+                 unchecked: bool = False, structure: Structure | None = None) -> None:
         self.explainer = explainer
         self.x = x
+        #: Several inputs, side inputs or a layer (``x`` is then their flat form or the
+        #: layer's output), or ``None`` for one array.
+        self.structure = structure
         #: The channel axis, map shape and magnitude request for ``x``.
         self.layout = layout
         #: Per-call state of a method (its noise generators, the samples' global ids).
@@ -77,7 +81,8 @@ class Run:
         the absolute values, channels reduced when it names a reducer.
         """
         targets = self._targets(samples, points.dtype)
-        gradient = self._call(points, targets, magnitude)
+        ids = np.arange(len(self.x))[samples] if isinstance(samples, slice) else samples
+        gradient = self._call(points, targets, magnitude, ids)
         backend = self.explainer.backend.name
         if magnitude is None:
             gradient, nonzero = check_gradient(gradient, points.shape, backend, samples,
@@ -105,17 +110,19 @@ class Run:
             return self.raw_targets
         return self.raw_targets[samples]
 
-    def _call(self, points: np.ndarray, targets: Any, magnitude: Magnitude | None) -> Any:
-        """The backend's answer for ``points``: in pieces of at most :attr:`limit`, and
-        again in halves after an out-of-memory error."""
+    def _call(self, points: np.ndarray, targets: Any, magnitude: Magnitude | None,
+              samples: np.ndarray) -> Any:
+        """The backend's answer for ``points`` (standing for ``samples``): in pieces of
+        at most :attr:`limit`, and again in halves after an out-of-memory error."""
         limit = self.limit
         if limit is not None and len(points) > limit:
             pieces = [self._call(points[start:start + limit],
-                                 rows_of(targets, start, start + limit), magnitude)
+                                 rows_of(targets, start, start + limit), magnitude,
+                                 samples[start:start + limit])
                       for start in range(0, len(points), limit)]
             return np.concatenate(pieces)
         try:
-            return self._call_once(points, targets, magnitude)
+            return self._call_once(points, targets, magnitude, samples)
         except Exception as error:
             if len(points) < 2 or not self.explainer.backend.is_out_of_memory(error):
                 raise
@@ -124,13 +131,17 @@ class Run:
                 warnings.warn(messages.out_of_memory_backoff(len(points), smaller, error),
                               messages.SaliencyWarning, stacklevel=user_stacklevel())
             self.limit = smaller
-        return self._call(points, targets, magnitude)
+        return self._call(points, targets, magnitude, samples)
 
-    def _call_once(self, points: np.ndarray, targets: Any, magnitude: Magnitude | None) -> Any:
+    def _call_once(self, points: np.ndarray, targets: Any, magnitude: Magnitude | None,
+                   samples: np.ndarray) -> Any:
         """One model call. A short call (fewer points than an explicit ``batch_size``)
         that fails is tried once more padded to it: a model with a static batch then
         takes it, and the explainer pads its short calls from then on."""
         n, explainer = len(points), self.explainer
+        if self.structure is not None:  # never padded: side inputs follow the samples
+            inputs = self.structure.model_inputs(points, samples)
+            return self.structure.joined(self._start_and_wait(inputs, targets, magnitude))
         short = self.pad_to is not None and self.limit is None and n < self.pad_to
         if short and explainer.static_batch:
             return self._start_and_wait(pad_rows(points, self.pad_to or n),
@@ -149,8 +160,7 @@ class Run:
             explainer.static_batch = True
             return result[:n]
 
-    def _start_and_wait(self, points: np.ndarray, targets: Any, magnitude: Magnitude | None
-                        ) -> Any:
+    def _start_and_wait(self, points: Any, targets: Any, magnitude: Magnitude | None) -> Any:
         """The backend's answer; the inputs are checked while an asynchronous backend
         computes. Non-finite inputs and class indices out of range raise before any
         result is used, and before an error of the backend (which stays attached)."""

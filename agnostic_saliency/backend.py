@@ -185,6 +185,16 @@ class BackendBase:
         keyword ``magnitude=(reducer, channel_axis)`` and returns
         ``reducer(|gradient|, axis=channel_axis)`` (``|gradient|`` for ``None``).
         A framework on a GPU then copies the reduced map to the host.
+    structured_inputs
+        ``True`` declares that :meth:`predict` and :meth:`gradient` also take a
+        :class:`~agnostic_saliency._structure.ModelInputs` (several inputs, side
+        inputs such as attention masks, ``model_kwargs``) and that :meth:`gradient`
+        then returns a dict of gradients, one per attributed key.
+    layer_outputs
+        ``True`` declares that :meth:`layer_output` works and that :meth:`gradient`,
+        given a ``ModelInputs`` with a ``layer``, runs the model with that layer's
+        output replaced by ``layer_values`` and returns the gradient with respect to
+        them (an array of their shape).
     asynchronous
         ``True`` when :meth:`start_gradient` returns before the device has finished:
         the frontend then checks the inputs while the device computes, and a
@@ -199,6 +209,8 @@ class BackendBase:
     class_index_targets: bool = False
     magnitude_maps: tuple[str | None, ...] = ()
     asynchronous: bool = False
+    structured_inputs: bool = False
+    layer_outputs: bool = False
 
     def can_handle(self, model: Any) -> bool:
         """Whether this backend explains ``model``; must never import a framework."""
@@ -231,6 +243,11 @@ class BackendBase:
         extra = {} if magnitude is None else {"magnitude": magnitude}
         result = self.gradient(model, inputs, targets, operator, options, **extra)
         return lambda: result
+
+    def layer_output(self, model: Any, inputs: Any, options: CallOptions) -> np.ndarray:
+        """The output of ``inputs.layer`` when the model runs on ``inputs`` (a
+        ``ModelInputs``), as NumPy; only for backends with :attr:`layer_outputs`."""
+        raise TypeError(messages.structured_not_supported(self.name, "layer outputs (layer=)"))
 
     def full_precision(self) -> AbstractContextManager[None]:
         """A context that turns off reduced-precision float32 math (TF32) while

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency._inputs import as_input_array, resolve_channel_axis
+from agnostic_saliency._inputs import as_input_array, check_finite, resolve_channel_axis
 from agnostic_saliency._memory import (
     AUTO,
     BatchSize,
@@ -31,6 +31,7 @@ from agnostic_saliency._memory import (
 from agnostic_saliency._outputs import output_spec
 from agnostic_saliency._reduce import Reducer, check_reducer, reduce_channels, reduced_shape
 from agnostic_saliency._run import Run, pad_rows
+from agnostic_saliency._structure import OutputKey, Structure, split_structure
 from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
 from agnostic_saliency.backend import (
     STRICT,
@@ -52,6 +53,8 @@ __all__ = ["GradientExplainer", "Layout"]
 _MAX_CACHED = 64
 #: A first chunk of fewer points than this (and than the first guess) teaches nothing.
 _SMALLEST_MEASURED = 16
+#: Samples per forward pass that reads a layer's output, without an explicit batch size.
+_LAYER_CHUNK = 32
 
 
 class Layout(NamedTuple):
@@ -110,6 +113,21 @@ class GradientExplainer:
         Raise ``RuntimeError`` instead of warning about what may spoil a map: a
         sample whose attribution is identically zero, outputs that look like
         probabilities, inputs cast to a lower precision.
+    attribute
+        With several inputs (a tuple, list or dict): the positions or keys of the
+        floating entries to explain; ``None``: every floating entry. The others are
+        side inputs, passed to the model unchanged.
+    model_kwargs
+        Constants passed as keyword arguments to every model call
+        (``{"return_dict": True}``); never an array with one row per sample.
+    layer
+        Explain the output of this layer (a ``torch.nn.Module`` of the model, a Keras
+        layer, a Flax NNX submodule) instead of the inputs: maps have the layer
+        output's shape, its last (hidden) axis reduced by ``reducer`` (``"l2"`` by
+        default): ``(N, L)`` per token for an embedding layer.
+    output
+        Short form of ``output_selector`` for a dict or Hugging Face output:
+        ``output="logits"``.
     """
 
     def __init__(
@@ -125,7 +143,15 @@ class GradientExplainer:
         output_selector: OutputSelector | None = None,
         allow_training_mode: bool = False,
         strict: bool = False,
+        attribute: Any = None,
+        model_kwargs: dict[str, Any] | None = None,
+        layer: Any = None,
+        output: str | None = None,
     ) -> None:
+        if output is not None:
+            if output_selector is not None:
+                raise ValueError(messages.output_and_selector(output))
+            output_selector = OutputKey(output)
         self.model = model
         self._backend = resolve_backend(model, backend)
         self.batch_size = check_batch_size(batch_size)
@@ -135,6 +161,9 @@ class GradientExplainer:
         self.reducer = check_reducer(reducer)
         self.options = CallOptions(output_selector, allow_training_mode)
         self.strict = strict
+        self.attribute = attribute
+        self.model_kwargs = dict(model_kwargs or {})
+        self.layer = layer
         #: Sizes of the model calls of the last explain call (after any back-off).
         self.last_batch_sizes: list[int] = []
         #: Whether the model took only full batches of ``batch_size`` (learned).
@@ -162,14 +191,17 @@ class GradientExplainer:
 
     # --- public ---------------------------------------------------------------------
 
-    def explain(self, inputs: Any, targets: Any = None) -> np.ndarray:
+    def explain(self, inputs: Any, targets: Any = None) -> Any:
         """Explain ``inputs`` with respect to ``targets``.
 
         Parameters
         ----------
         inputs
             A floating batch, NumPy or the model framework's tensor. Image inputs
-            are rank 4 with a channel axis (see ``channel_axis``).
+            are rank 4 with a channel axis (see ``channel_axis``). Several inputs: a
+            tuple or list (positional arguments of a PyTorch or JAX model, the list of
+            a Keras model) or a dict (keyword arguments) of arrays sharing the batch
+            axis; non-floating entries (token ids, attention masks) are side inputs.
         targets
             ``None`` for the predicted class (argmax of the output); an int for one
             class for every sample; integers of shape ``(N,)``; or weights of shape
@@ -178,14 +210,17 @@ class GradientExplainer:
 
         Returns
         -------
-        numpy.ndarray
+        numpy.ndarray or tuple or list or dict
             A new array: ``(N, H, W)`` for images with a reducer, else the inputs'
-            shape. float32 for 16-bit inputs, else the inputs' dtype.
+            shape. float32 for 16-bit inputs, else the inputs' dtype. For several
+            inputs, the same structure with one map per attributed entry (each reduced
+            by its own rank) and ``None`` for side inputs; with ``layer``, the layer
+            output's shape without its hidden axis.
         """
         return self._explain(inputs, targets, 0, None)[0]
 
     def explain_with_targets(self, inputs: Any, targets: Any = None, *, sample_offset: int = 0,
-                             sample_ids: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+                             sample_ids: Any = None) -> tuple[Any, np.ndarray | None]:
         """Like :meth:`explain`, and also return the class index explained per sample.
 
         The second item is ``None`` for 2-D weight targets and with an operator.
@@ -204,13 +239,15 @@ class GradientExplainer:
 
     def predict(self, inputs: Any) -> np.ndarray:
         """The model's outputs for ``inputs``, in chunks, as NumPy."""
-        x = as_input_array(inputs, self.backend)
-        return self._predict(x, self._model_batch(self._layout(x), len(x)))
+        structure = self._structure(inputs)
+        x = as_input_array(inputs, self.backend) if structure is None else self._x_of(structure)
+        return self._predict(x, self._model_batch(self._layout(x, structure), len(x)),
+                             structure)
 
     # --- the path of every call -----------------------------------------------------
 
     def _explain(self, inputs: Any, targets: Any, sample_offset: int, sample_ids: Any
-                 ) -> tuple[np.ndarray, Run]:
+                 ) -> tuple[Any, Run]:
         """The maps of ``inputs`` and the run that made them."""
         token = STRICT.set(self.strict)  # warn() raises inside this call when strict
         try:
@@ -218,12 +255,17 @@ class GradientExplainer:
             # checks them while the device computes. Not a model allowed to run in
             # training mode: its forward pass may change its state (batch-norm
             # statistics), so it never sees inputs before they are checked.
-            overlap = self.backend.asynchronous and not self.options.allow_training_mode
-            x = as_input_array(inputs, self.backend, check=not overlap)
-            layout = self._layout(x)
-            run = self._start(x, layout, targets, overlap)
+            structure = self._structure(inputs)
+            overlap = (self.backend.asynchronous and not self.options.allow_training_mode
+                       and structure is None)
+            x = (as_input_array(inputs, self.backend, check=not overlap) if structure is None
+                 else self._x_of(structure))
+            layout = self._layout(x, structure)
+            run = self._start(x, layout, targets, overlap, structure)
             run.state["sample_ids"] = _sample_ids(sample_ids, sample_offset, len(x))
             maps = self._compute(run)
+            if structure is not None and structure.layer is None:
+                maps = self._entry_maps(maps, structure)
             run.finish_checks()  # a method that computed no gradient
             self.last_batch_sizes = run.call_sizes
             dead = run.dead_samples()
@@ -233,22 +275,67 @@ class GradientExplainer:
             STRICT.reset(token)
         return maps, run
 
-    def _start(self, x: np.ndarray, layout: Layout, targets: Any, overlap: bool) -> Run:
+    def _start(self, x: np.ndarray, layout: Layout, targets: Any, overlap: bool,
+               structure: Structure | None) -> Run:
         """The run of ``x``: targets resolved, chunk sizes chosen."""
         model_batch = self._model_batch(layout, len(x) * self._points_per_sample())
         if self.operator is not None:
             run = Run(self, x, layout, raw_targets=self._operator_targets(x, targets),
-                      unchecked=overlap)
+                      unchecked=overlap, structure=structure)
         else:
             # Class indices the backend takes as they are: their range is checked
             # with the inputs, while the device computes.
             defer = overlap and self.backend.class_index_targets
-            plan = self._plan(x, targets, model_batch, check_range=not defer)
-            run = Run(self, x, layout, plan=plan, unchecked=overlap)
+            plan = self._plan(x, targets, model_batch, structure, check_range=not defer)
+            run = Run(self, x, layout, plan=plan, unchecked=overlap, structure=structure)
         run.model_batch = model_batch
-        run.pad_to = (self.batch_size if isinstance(self.batch_size, int)
+        run.pad_to = (self.batch_size if isinstance(self.batch_size, int) and structure is None
                       and not self.options.allow_training_mode else None)
         return run
+
+    # --- several inputs and layers --------------------------------------------------
+
+    def _structure(self, inputs: Any) -> Structure | None:
+        """``inputs`` taken apart (several inputs, or a layer), or ``None``."""
+        structure = split_structure(inputs, self.backend.to_numpy, self.attribute,
+                                    self.model_kwargs, self.layer)
+        if structure is not None and not self.backend.structured_inputs:
+            raise TypeError(messages.structured_not_supported(
+                self.backend.name, "several inputs, side inputs or model_kwargs"))
+        if structure is not None and structure.layer is not None \
+                and not self.backend.layer_outputs:
+            raise TypeError(messages.structured_not_supported(self.backend.name,
+                                                              "layer outputs (layer=)"))
+        return structure
+
+    def _x_of(self, structure: Structure) -> np.ndarray:
+        """What the methods explain: the layer's output, or the attributed entries side
+        by side; checked to be floating and finite."""
+        if structure.layer is None:
+            x = structure.flat()
+        else:
+            size = self.batch_size if isinstance(self.batch_size, int) else _LAYER_CHUNK
+            parts = [self.backend.layer_output(self.model, structure.rows(
+                slice(start, start + size), structure.layer), self.options)
+                for start in range(0, structure.n, size)]
+            x = np.ascontiguousarray(np.concatenate(parts))
+        if x.dtype.kind != "f" or x.ndim < 2:
+            raise TypeError(messages.inputs_not_floating(x.dtype))
+        check_finite(x)
+        return x
+
+    def _entry_maps(self, maps: np.ndarray, structure: Structure) -> Any:
+        """The flat maps cut into the attributed entries, each reduced by its rank."""
+        entries = {}
+        for key, entry in structure.cut(maps).items():
+            reduces = self.reducer is not None and (
+                entry.ndim == 4 or (self.channel_axis is not None and entry.ndim >= 3))
+            if reduces:
+                axis = resolve_channel_axis(self.channel_axis, self.backend.channel_axis,
+                                            entry.shape)
+                entry = reduce_channels(entry, axis, self.reducer)
+            entries[key] = np.ascontiguousarray(entry)
+        return structure.rebuilt(entries)
 
     def _compute(self, run: Run) -> np.ndarray:
         """The maps of ``run.x``, chunk by chunk; memory grows with a chunk, not with N."""
@@ -293,10 +380,18 @@ class GradientExplainer:
 
     # --- what a signature fixes -----------------------------------------------------
 
-    def _layout(self, x: np.ndarray) -> Layout:
+    def _layout(self, x: np.ndarray, structure: Structure | None = None) -> Layout:
         """The layout of inputs like ``x`` (made on the first call that has their shape)."""
-        key = (x.shape[1:], x.dtype, self.reducer, self.channel_axis)
+        kind = None if structure is None else ("layer" if structure.layer is not None
+                                               else tuple(structure.shapes().items()))
+        key = (x.shape[1:], x.dtype, self.reducer, self.channel_axis, kind)
         layout = self._layouts.get(key)
+        if layout is None and structure is not None:
+            reduces = kind == "layer" and self.reducer is not None and x.ndim >= 3
+            shape = x.shape[1:-1] if reduces else x.shape[1:]
+            layout = Layout(x.ndim - 1, shape, _output_dtype(x.dtype), reduces, None,
+                            x.dtype.itemsize * int(np.prod(x.shape[1:])))
+            self._layouts.put(key, layout)
         if layout is None:
             declared = self.backend.model_channel_axis(self.model, x.ndim)
             explicit = self.channel_axis is not None or declared is not None
@@ -367,8 +462,8 @@ class GradientExplainer:
             raise ValueError(messages.targets_wrong_length(len(array), len(x)))
         return array
 
-    def _plan(self, x: np.ndarray, targets: Any, model_batch: int, check_range: bool = True
-              ) -> TargetPlan:
+    def _plan(self, x: np.ndarray, targets: Any, model_batch: int,
+              structure: Structure | None = None, check_range: bool = True) -> TargetPlan:
         """Resolve targets for the whole input (one forward pass if they are predicted).
 
         ``check_range=False`` leaves the range of given class indices unchecked.
@@ -376,7 +471,7 @@ class GradientExplainer:
         if len(x) == 0:
             return TargetPlan(OutputSpec((1,)), indices=np.zeros(0, dtype=np.int64))
         if targets is None:
-            outputs = self._predict(x, model_batch)
+            outputs = self._predict(x, model_batch, structure)
             spec = OutputSpec(outputs.shape[1:])
             self._specs.put(_spec_key(x), spec)
             if spec.single:
@@ -384,30 +479,35 @@ class GradientExplainer:
             return TargetPlan(spec, indices=np.argmax(outputs, axis=1).astype(np.int64))
         known = self._specs.get(_spec_key(x))
         if known is None:  # learned from the first chunk the user asked for
-            known = self._output_spec(x[:model_batch], model_batch)
+            first = slice(0, min(model_batch, len(x)))
+            outputs = self._predict_chunk(self._model_inputs(x, first, structure),
+                                          first.stop, model_batch)
+            known = output_spec(outputs, first.stop)
             self._specs.put(_spec_key(x), known)
         return plan_targets(self._targets_array(targets), len(x), known, check_range)
 
-    def _output_spec(self, chunk: np.ndarray, model_batch: int) -> OutputSpec:
-        outputs = self._predict_chunk(chunk, model_batch)
-        return output_spec(outputs, len(chunk))
-
-    def _predict(self, x: np.ndarray, model_batch: int) -> np.ndarray:
+    def _predict(self, x: np.ndarray, model_batch: int, structure: Structure | None = None
+                 ) -> np.ndarray:
         """The model's outputs for ``x``, ``model_batch`` samples per call."""
         parts = []
         for start in range(0, len(x), model_batch):
-            chunk = x[start:start + model_batch]
-            outputs = self._predict_chunk(chunk, model_batch)
-            output_spec(outputs, len(chunk))
+            rows = slice(start, min(start + model_batch, len(x)))
+            outputs = self._predict_chunk(self._model_inputs(x, rows, structure),
+                                          rows.stop - rows.start, model_batch)
+            output_spec(outputs, rows.stop - rows.start)
             parts.append(outputs)
         return np.concatenate(parts) if parts else np.zeros((0,), dtype=x.dtype)
 
-    def _predict_chunk(self, chunk: np.ndarray, model_batch: int) -> Any:
-        """The model's output for ``chunk``; a short chunk that the model refuses is
-        padded to the explicit batch size (see :meth:`Run._call_once`)."""
-        n = len(chunk)
+    @staticmethod
+    def _model_inputs(x: np.ndarray, rows: slice, structure: Structure | None) -> Any:
+        """What the backend's ``predict`` runs for ``rows`` of ``x``."""
+        return x[rows] if structure is None else structure.rows(rows)
+
+    def _predict_chunk(self, chunk: Any, n: int, model_batch: int) -> Any:
+        """The model's output for ``chunk`` (``n`` samples); a short array chunk that the
+        model refuses is padded to the explicit batch size (see :meth:`Run._call_once`)."""
         short = (isinstance(self.batch_size, int) and n < model_batch
-                 and not self.options.allow_training_mode)
+                 and isinstance(chunk, np.ndarray) and not self.options.allow_training_mode)
         if not short or not self.static_batch:
             try:
                 return self.backend.predict(self.model, chunk, self.options)

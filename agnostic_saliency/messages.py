@@ -218,14 +218,45 @@ def inputs_not_array(inputs: object) -> str:
     )
 
 
-def several_inputs(kind: str, shapes: list[tuple[int, ...]]) -> str:
-    return (
-        f"inputs are a {kind} of {len(shapes)} arrays of shapes {shapes}; explain takes one "
-        "array (a batch). Several inputs are never stacked into one batch. For a model with "
-        "several inputs, explain one floating input at a time with an operator "
-        "(operator(model, x, targets)) that receives every other input sliced to the same "
-        "samples, and pass batch_size=None so no closure sees another chunk's rows."
-    )
+def output_key_missing(name: str, description: str) -> str:
+    return (f"output={name!r}, but the model returned {description} without that key or "
+            "attribute; pass the name of the tensor to explain (\"logits\"), or "
+            "output_selector= to pick it.")
+
+
+def entry_not_array(key: object, kind: str) -> str:
+    return (f"inputs entry {key!r} is a {kind}, not an array; every entry of a tuple, list or "
+            "dict of inputs must be an array or a tensor with the batch axis first.")
+
+
+def entries_batch_mismatch(shapes: dict[str, tuple[int, ...]]) -> str:
+    return (f"inputs entries of shapes {shapes} do not share a batch axis; every entry needs "
+            "one row per sample (axis 0 of the same length).")
+
+
+def nothing_to_attribute(dtypes: dict[str, str]) -> str:
+    return (f"no floating inputs entry to attribute (dtypes {dtypes}); token ids and masks "
+            "cannot carry gradients. Pass layer= (the embedding layer) to explain per token, "
+            "or attribute= the floating entries.")
+
+
+def unknown_attribute(key: object, keys: list[object]) -> str:
+    return f"attribute={key!r} names no inputs entry; the entries are {keys}."
+
+
+def per_sample_model_kwarg(name: str, shape: tuple[int, ...]) -> str:
+    return (f"model_kwargs[{name!r}] has shape {shape}, one row per sample: it would not follow "
+            "the chunks, noisy copies and path points. Put it in the inputs (a tuple or dict "
+            "entry) instead; model_kwargs are for constants such as return_dict=True.")
+
+
+def structured_not_supported(backend: str, what: str) -> str:
+    return (f"backend {backend!r} does not support {what}; pass one floating array, or use a "
+            "backend that declares it (torch, tensorflow, keras and jax do).")
+
+
+def output_and_selector(name: str) -> str:
+    return (f"output={name!r} and output_selector= were both given; pass one of them.")
 
 
 def inputs_are_a_dataset(kind: str) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from agnostic_saliency._definitions import DEFAULT, resolve_definitions
+from agnostic_saliency._definitions import DEFAULT, layer_reducer, resolve_definitions
 from agnostic_saliency._memory import AUTO, BatchSize
 from agnostic_saliency._reduce import Reducer
 from agnostic_saliency._run import Run
@@ -62,6 +62,10 @@ class Saliency(GradientExplainer):
         Raise ``RuntimeError`` instead of warning about what may spoil a map: a
         sample whose map is identically zero, outputs that look like probabilities,
         inputs cast to a lower precision.
+    attribute, model_kwargs, layer, output
+        Several inputs, side inputs, constants, a layer to explain (reduced with
+        ``"l2"`` over its hidden axis unless ``reducer`` is given), and the name of
+        the output to explain: see :class:`~agnostic_saliency.explainer.GradientExplainer`.
 
     Examples
     --------
@@ -83,14 +87,21 @@ class Saliency(GradientExplainer):
         output_selector: OutputSelector | None = None,
         allow_training_mode: bool = False,
         strict: bool = False,
+        attribute: Any = None,
+        model_kwargs: dict[str, Any] | None = None,
+        layer: Any = None,
+        output: str | None = None,
     ) -> None:
+        reducer = layer_reducer(reducer, {"layer": layer})
         definitions = resolve_definitions("Saliency", _PRESETS, preset,
                                           {"reducer": reducer, "absolute": absolute})
         super().__init__(model, backend=backend, batch_size=batch_size,
                          memory_budget=memory_budget, operator=operator,
                          channel_axis=channel_axis, reducer=definitions["reducer"],
                          output_selector=output_selector,
-                         allow_training_mode=allow_training_mode, strict=strict)
+                         allow_training_mode=allow_training_mode, strict=strict,
+                         attribute=attribute, model_kwargs=model_kwargs, layer=layer,
+                         output=output)
         self.absolute = bool(definitions["absolute"])
 
     def _attribute(self, run: Run, rows: slice) -> np.ndarray:

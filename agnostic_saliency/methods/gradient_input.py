@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from agnostic_saliency._definitions import DEFAULT, resolve_definitions
+from agnostic_saliency._definitions import DEFAULT, layer_reducer, resolve_definitions
 from agnostic_saliency._run import Run
 from agnostic_saliency.explainer import GradientExplainer
 
@@ -40,6 +40,7 @@ class GradientInput(GradientExplainer):
 
     def __init__(self, model: Any, *, reducer: Any = DEFAULT, absolute: bool = DEFAULT,
                  preset: str | None = None, **options: Any) -> None:
+        reducer = layer_reducer(reducer, options)
         definitions = resolve_definitions("GradientInput", _PRESETS, preset,
                                           {"reducer": reducer, "absolute": absolute})
         super().__init__(model, reducer=definitions["reducer"], **options)

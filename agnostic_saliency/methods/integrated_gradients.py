@@ -11,6 +11,7 @@ from agnostic_saliency._definitions import (
     DEFAULT,
     check_choice,
     check_positive,
+    layer_reducer,
     resolve_definitions,
 )
 from agnostic_saliency._duck import as_numpy
@@ -119,6 +120,7 @@ class IntegratedGradients(PerturbationExplainer):
                  quadrature: Quadrature = DEFAULT, reducer: Any = DEFAULT,
                  multiply_by_inputs: bool = True, preset: str | None = None,
                  **options: Any) -> None:
+        reducer = layer_reducer(reducer, options)
         definitions = resolve_definitions(
             "IntegratedGradients", _PRESETS, preset,
             {"steps": steps, "baseline_value": baseline_value, "quadrature": quadrature,

@@ -17,6 +17,7 @@ from agnostic_saliency._definitions import (
     DEFAULT,
     check_choice,
     check_positive,
+    layer_reducer,
     resolve_definitions,
 )
 from agnostic_saliency._run import Run
@@ -111,6 +112,7 @@ class SmoothGrad(_NoisyExplainer):
                  noise_scale: NoiseScale = DEFAULT, average: Average = DEFAULT,
                  reducer: Any = DEFAULT, preset: str | None = None, seed: int | None = None,
                  **options: Any) -> None:
+        reducer = layer_reducer(reducer, options)
         definitions = resolve_definitions(
             type(self).__name__, self._presets(), preset,
             {"nb_samples": nb_samples, "noise": noise, "noise_scale": noise_scale,
@@ -202,6 +204,7 @@ class VarGrad(_NoisyExplainer):
                  noise_scale: NoiseScale = DEFAULT, variance_of: str = DEFAULT,
                  ddof: int = DEFAULT, reducer: Any = DEFAULT, preset: str | None = None,
                  seed: int | None = None, **options: Any) -> None:
+        reducer = layer_reducer(reducer, options)
         definitions = resolve_definitions(
             "VarGrad", _VARGRAD_PRESETS, preset,
             {"nb_samples": nb_samples, "noise": noise, "noise_scale": noise_scale,

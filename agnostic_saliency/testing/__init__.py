@@ -12,13 +12,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agnostic_saliency.testing.models import ModelSpec, make_spec
-from agnostic_saliency.testing.reference import NumpyModel, ReferenceBackend, use_reference_backend
+from agnostic_saliency.testing.reference import (
+    LayeredModel,
+    NumpyModel,
+    ReferenceBackend,
+    use_reference_backend,
+)
 
 if TYPE_CHECKING:
     from agnostic_saliency.testing.conformance import BackendConformanceTests
 
-__all__ = ["BackendConformanceTests", "ModelSpec", "NumpyModel", "ReferenceBackend", "make_spec",
-           "use_reference_backend"]
+__all__ = ["BackendConformanceTests", "LayeredModel", "ModelSpec", "NumpyModel",
+           "ReferenceBackend", "make_spec", "use_reference_backend"]
 
 use_reference_backend()
 

@@ -6,11 +6,13 @@ tested, and it computes the exact answers the suite compares other backends to.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from agnostic_saliency import messages
+from agnostic_saliency._structure import ModelInputs
 from agnostic_saliency.backend import BackendBase, CallOptions, Magnitude, Operator
 from agnostic_saliency.testing.models import (
     Conv2D,
@@ -119,19 +121,27 @@ class ReferenceBackend(BackendBase):
     channel_axis = -1
     class_index_targets = True
     magnitude_maps = (None, "max", "mean", "sum")
+    structured_inputs = True
+    layer_outputs = True
 
     def can_handle(self, model: Any) -> bool:
-        return isinstance(model, NumpyModel)
+        return isinstance(model, (NumpyModel, LayeredModel))
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return np.asarray(array)
 
-    def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
-        outputs = _call(model, inputs)
+    def predict(self, model: Any, inputs: Any, options: CallOptions) -> Any:
+        outputs = (_call(model, inputs) if isinstance(inputs, np.ndarray)
+                   else _call_structured(model, inputs))
         return options.output_selector(outputs) if options.output_selector else outputs
 
-    def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
-                 options: CallOptions, magnitude: Magnitude | None = None) -> np.ndarray:
+    def layer_output(self, model: Any, inputs: Any, options: CallOptions) -> np.ndarray:
+        return np.asarray(_call_structured(model, inputs, read_layer=True))
+
+    def gradient(self, model: Any, inputs: Any, targets: Any, operator: Operator | None,
+                 options: CallOptions, magnitude: Magnitude | None = None) -> Any:
+        if isinstance(inputs, ModelInputs):
+            return self._structured_gradient(model, inputs, targets, options)
         gradient = self._signed_gradient(model, inputs, targets, operator, options)
         if magnitude is None:
             return gradient
@@ -150,6 +160,52 @@ class ReferenceBackend(BackendBase):
             return _numeric_gradient(
                 lambda x: np.sum(self.predict(model, x, options) * targets), inputs)
         return model.input_gradient(inputs, targets).astype(inputs.dtype, copy=False)
+
+
+    def _structured_gradient(self, model: Any, inputs: ModelInputs, targets: Any,
+                             options: CallOptions) -> Any:
+        """Central differences for each attributed entry, or for the layer's output."""
+        if np.asarray(targets).dtype.kind in "iu":
+            n_outputs = np.shape(self.predict(model, inputs, options))[1]
+            targets = np.eye(n_outputs)[targets]
+
+        def score(values: dict[Any, np.ndarray], layer_values: Any) -> float:
+            changed = replace(inputs, values=values, layer_values=layer_values)
+            return float(np.sum(self.predict(model, changed, options) * targets))
+
+        if inputs.layer is not None:
+            return _numeric_gradient(lambda v: score(dict(inputs.values), v),
+                                     np.asarray(inputs.layer_values))
+        return {key: _numeric_gradient(
+            lambda v, key=key: score({**inputs.values, key: v}, None), inputs.values[key])
+            for key in inputs.attributed}
+
+
+class LayeredModel:
+    """A NumPy model in two stages, ``head(embed(first), *rest)``: ``embed`` is the layer
+    that ``layer=`` can name (token ids to embeddings, say), ``head`` takes its output
+    and the other inputs (an attention mask)."""
+
+    def __init__(self, embed: Any, head: Any) -> None:
+        self.embed = embed
+        self.head = head
+
+    def __call__(self, first: Any, *rest: Any, **named: Any) -> Any:
+        return self.head(self.embed(first), *rest, **named)
+
+
+def _call_structured(model: Any, inputs: ModelInputs, read_layer: bool = False) -> Any:
+    converted = {key: np.asarray(value) for key, value in inputs.values.items()}
+    args, kwargs = inputs.arguments(converted)
+    if inputs.kind == "array":
+        args = (converted[inputs.keys[0]],)
+    if inputs.layer is None:
+        return model(*args, **kwargs)
+    if not isinstance(model, LayeredModel) or inputs.layer is not model.embed:
+        raise ValueError(f"layer {inputs.layer!r} is not the embed stage of {model!r}")
+    if read_layer:
+        return model.embed(args[0])
+    return model.head(np.asarray(inputs.layer_values), *args[1:], **kwargs)
 
 
 def _call(model: Any, inputs: np.ndarray) -> Any:

@@ -11,13 +11,12 @@ memory budget) is worked out on its first call and kept in bounded caches.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency._inputs import as_input_array, check_finite, resolve_channel_axis
+from agnostic_saliency._inputs import as_input_array, resolve_channel_axis
 from agnostic_saliency._memory import (
     AUTO,
     BatchSize,
@@ -28,11 +27,12 @@ from agnostic_saliency._memory import (
     first_chunk,
     learned_chunk,
 )
-from agnostic_saliency._outputs import output_spec
+from agnostic_saliency._predictions import TargetsAndOutputs
 from agnostic_saliency._reduce import Reducer, check_reducer, reduce_channels, reduced_shape
-from agnostic_saliency._run import Run, pad_rows
-from agnostic_saliency._structure import OutputKey, Structure, split_structure
-from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
+from agnostic_saliency._run import Run
+from agnostic_saliency._several import SeveralInputs
+from agnostic_saliency._structure import OutputKey, Structure
+from agnostic_saliency._targets import OutputSpec
 from agnostic_saliency.backend import (
     STRICT,
     Backend,
@@ -53,8 +53,6 @@ __all__ = ["GradientExplainer", "Layout"]
 _MAX_CACHED = 64
 #: A first chunk of fewer points than this (and than the first guess) teaches nothing.
 _SMALLEST_MEASURED = 16
-#: Samples per forward pass that reads a layer's output, without an explicit batch size.
-_LAYER_CHUNK = 32
 
 
 class Layout(NamedTuple):
@@ -73,7 +71,7 @@ class Layout(NamedTuple):
     sample_bytes: int
 
 
-class GradientExplainer:
+class GradientExplainer(SeveralInputs, TargetsAndOutputs):
     """Base class of the explainers: validation, batching, reduction, assembly.
 
     Parameters
@@ -293,50 +291,6 @@ class GradientExplainer:
                       and not self.options.allow_training_mode else None)
         return run
 
-    # --- several inputs and layers --------------------------------------------------
-
-    def _structure(self, inputs: Any) -> Structure | None:
-        """``inputs`` taken apart (several inputs, or a layer), or ``None``."""
-        structure = split_structure(inputs, self.backend.to_numpy, self.attribute,
-                                    self.model_kwargs, self.layer)
-        if structure is not None and not self.backend.structured_inputs:
-            raise TypeError(messages.structured_not_supported(
-                self.backend.name, "several inputs, side inputs or model_kwargs"))
-        if structure is not None and structure.layer is not None \
-                and not self.backend.layer_outputs:
-            raise TypeError(messages.structured_not_supported(self.backend.name,
-                                                              "layer outputs (layer=)"))
-        return structure
-
-    def _x_of(self, structure: Structure) -> np.ndarray:
-        """What the methods explain: the layer's output, or the attributed entries side
-        by side; checked to be floating and finite."""
-        if structure.layer is None:
-            x = structure.flat()
-        else:
-            size = self.batch_size if isinstance(self.batch_size, int) else _LAYER_CHUNK
-            parts = [self.backend.layer_output(self.model, structure.rows(
-                slice(start, start + size), structure.layer), self.options)
-                for start in range(0, structure.n, size)]
-            x = np.ascontiguousarray(np.concatenate(parts))
-        if x.dtype.kind != "f" or x.ndim < 2:
-            raise TypeError(messages.inputs_not_floating(x.dtype))
-        check_finite(x)
-        return x
-
-    def _entry_maps(self, maps: np.ndarray, structure: Structure) -> Any:
-        """The flat maps cut into the attributed entries, each reduced by its rank."""
-        entries = {}
-        for key, entry in structure.cut(maps).items():
-            reduces = self.reducer is not None and (
-                entry.ndim == 4 or (self.channel_axis is not None and entry.ndim >= 3))
-            if reduces:
-                axis = resolve_channel_axis(self.channel_axis, self.backend.channel_axis,
-                                            entry.shape)
-                entry = reduce_channels(entry, axis, self.reducer)
-            entries[key] = np.ascontiguousarray(entry)
-        return structure.rebuilt(entries)
-
     def _compute(self, run: Run) -> np.ndarray:
         """The maps of ``run.x``, chunk by chunk; memory grows with a chunk, not with N."""
         x, layout = run.x, run.layout
@@ -446,85 +400,6 @@ class GradientExplainer:
     def _budget(self) -> int:
         return self.memory_budget if self.memory_budget is not None else default_budget()
 
-    # --- targets and outputs --------------------------------------------------------
-
-    def _targets_array(self, targets: Any) -> Any:
-        if targets is None or isinstance(targets, (int, np.integer, np.ndarray, list, tuple)):
-            return targets
-        return self.backend.to_numpy(targets)
-
-    def _operator_targets(self, x: np.ndarray, targets: Any) -> np.ndarray | None:
-        """Targets passed raw to the operator: ``None``, one value, or one row per sample."""
-        if targets is None:
-            return None
-        array = np.asarray(self._targets_array(targets))
-        if array.ndim > 0 and len(array) != len(x):
-            raise ValueError(messages.targets_wrong_length(len(array), len(x)))
-        return array
-
-    def _plan(self, x: np.ndarray, targets: Any, model_batch: int,
-              structure: Structure | None = None, check_range: bool = True) -> TargetPlan:
-        """Resolve targets for the whole input (one forward pass if they are predicted).
-
-        ``check_range=False`` leaves the range of given class indices unchecked.
-        """
-        if len(x) == 0:
-            return TargetPlan(OutputSpec((1,)), indices=np.zeros(0, dtype=np.int64))
-        if targets is None:
-            outputs = self._predict(x, model_batch, structure)
-            spec = OutputSpec(outputs.shape[1:])
-            self._specs.put(_spec_key(x), spec)
-            if spec.single:
-                return TargetPlan(spec, indices=np.zeros(len(x), dtype=np.int64))
-            return TargetPlan(spec, indices=np.argmax(outputs, axis=1).astype(np.int64))
-        known = self._specs.get(_spec_key(x))
-        if known is None:  # learned from the first chunk the user asked for
-            first = slice(0, min(model_batch, len(x)))
-            outputs = self._predict_chunk(self._model_inputs(x, first, structure),
-                                          first.stop, model_batch)
-            known = output_spec(outputs, first.stop)
-            self._specs.put(_spec_key(x), known)
-        return plan_targets(self._targets_array(targets), len(x), known, check_range)
-
-    def _predict(self, x: np.ndarray, model_batch: int, structure: Structure | None = None
-                 ) -> np.ndarray:
-        """The model's outputs for ``x``, ``model_batch`` samples per call."""
-        parts = []
-        for start in range(0, len(x), model_batch):
-            rows = slice(start, min(start + model_batch, len(x)))
-            outputs = self._predict_chunk(self._model_inputs(x, rows, structure),
-                                          rows.stop - rows.start, model_batch)
-            output_spec(outputs, rows.stop - rows.start)
-            parts.append(outputs)
-        return np.concatenate(parts) if parts else np.zeros((0,), dtype=x.dtype)
-
-    @staticmethod
-    def _model_inputs(x: np.ndarray, rows: slice, structure: Structure | None) -> Any:
-        """What the backend's ``predict`` runs for ``rows`` of ``x``."""
-        return x[rows] if structure is None else structure.rows(rows)
-
-    def _predict_chunk(self, chunk: Any, n: int, model_batch: int) -> Any:
-        """The model's output for ``chunk`` (``n`` samples); a short array chunk that the
-        model refuses is padded to the explicit batch size (see :meth:`Run._call_once`)."""
-        short = (isinstance(self.batch_size, int) and n < model_batch
-                 and isinstance(chunk, np.ndarray) and not self.options.allow_training_mode)
-        if not short or not self.static_batch:
-            try:
-                return self.backend.predict(self.model, chunk, self.options)
-            except Exception as error:
-                if not short or self.backend.is_out_of_memory(error):
-                    raise
-                try:
-                    outputs = self.backend.predict(self.model, pad_rows(chunk, model_batch),
-                                                   self.options)
-                except Exception:
-                    raise error from None
-                self.static_batch = True
-        else:
-            outputs = self.backend.predict(self.model, pad_rows(chunk, model_batch),
-                                           self.options)
-        return outputs[:n] if isinstance(outputs, np.ndarray) else outputs
-
     def _report_zero_samples(self, samples: np.ndarray) -> None:
         warn(messages.zero_saliency(samples.tolist()))
 
@@ -550,11 +425,6 @@ def _handed_over(result: np.ndarray, maps: np.ndarray, x: np.ndarray) -> bool:
     return (flags.owndata and flags.writeable and flags.c_contiguous
             and result.shape == maps.shape and result.dtype == maps.dtype
             and not np.shares_memory(result, x))
-
-
-def _spec_key(x: np.ndarray) -> Hashable:
-    """What the model's output spec depends on: the shape and dtype of a sample."""
-    return (x.shape[1:], x.dtype)
 
 
 def _sample_ids(ids: Any, offset: int, n: int) -> np.ndarray:

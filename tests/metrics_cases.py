@@ -50,3 +50,34 @@ def pixel_maps(seed: int = 2) -> np.ndarray:
 
 def targets() -> np.ndarray:
     return np.arange(N) % CLASSES
+
+
+def build_nnx(spec: ModelSpec) -> object:
+    """``spec`` (convolutions, tanh, global mean, dense) as a Flax NNX module whose
+    parameters are the spec's weights (NNX's layouts are the canonical ones)."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    layers: list[object] = []
+    rngs = nnx.Rngs(0)
+    for layer in spec.layers:
+        if isinstance(layer, Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            module = nnx.Conv(cin, cout, (kh, kw), padding="VALID", rngs=rngs)
+            module.kernel.value, module.bias.value = (jnp.asarray(layer.kernel),
+                                                      jnp.asarray(layer.bias))
+            layers.append(module)
+        elif isinstance(layer, Dense):
+            dense = nnx.Linear(*layer.weight.shape, rngs=rngs)
+            dense.kernel.value, dense.bias.value = (jnp.asarray(layer.weight),
+                                                    jnp.asarray(layer.bias))
+            layers.append(dense)
+        elif isinstance(layer, Tanh):
+            layers.append(jnp.tanh)
+        else:
+            layers.append(_global_mean)
+    return nnx.Sequential(*layers)
+
+
+def _global_mean(x: object) -> object:
+    return x.mean(axis=(1, 2))  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ __all__ = ["layer_weights", "with_layer_weights"]
 def layer_weights(model: Any) -> list[tuple[str, list[np.ndarray]]]:
     """``(name, params)`` of each NNX module that owns ``nnx.Param`` attributes, in
     ``nnx.iter_modules`` order; the name is the module's path joined by ``/``."""
-    return [(name, [np.asarray(p.value) for p in params])
+    return [(name, [np.asarray(_get(p)) for p in params])
             for name, params in _layers(model).items()]
 
 
@@ -39,10 +39,11 @@ def with_layer_weights(model: Any, weights: Mapping[str, list[np.ndarray]]) -> A
         if len(params) != len(values):
             raise ValueError(f"layer {name!r} holds {len(params)} weights; {len(values)} given")
         for param, value in zip(params, values, strict=True):
-            if tuple(param.value.shape) != np.shape(value):
+            stored = _get(param)
+            if tuple(stored.shape) != np.shape(value):
                 raise ValueError(f"layer {name!r}: a weight of shape {np.shape(value)} for a "
-                                 f"parameter of shape {tuple(param.value.shape)}")
-            param.value = jnp.asarray(value, dtype=param.value.dtype)
+                                 f"parameter of shape {tuple(stored.shape)}")
+            param.set_value(jnp.asarray(value, dtype=stored.dtype))
     return clone
 
 
@@ -60,7 +61,15 @@ def _layers(model: Any) -> dict[str, list[Any]]:
     nnx = _nnx(model)
     found: dict[str, list[Any]] = {}
     for path, module in nnx.iter_modules(model):
-        params = [value for value in vars(module).values() if isinstance(value, nnx.Param)]
+        owned = {key: value for key, value in vars(module).items()
+                 if isinstance(value, nnx.Param)}
+        # kernel before bias, as Keras and PyTorch list them; then the rest as defined
+        first = [owned.pop(key) for key in ("kernel", "bias") if key in owned]
+        params = first + list(owned.values())
         if params:
             found["/".join(str(part) for part in path) or type(module).__name__] = params
     return found
+
+
+def _get(param: Any) -> Any:
+    return param.get_value()

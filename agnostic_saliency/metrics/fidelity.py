@@ -63,8 +63,9 @@ class MuFidelity(Metric):
     rng, seed
         ``"numpy"``: ``numpy.random.default_rng(seed)``; ``"legacy"``:
         ``numpy.random.RandomState(seed).choice`` per draw and sample, in Quantus's
-        order (so ``np.random.seed(seed)`` before Quantus gives its subsets, when
-        Quantus sees the whole batch at once).
+        order, with the uniform numbers Quantus draws between runs for a named baseline
+        (so ``np.random.seed(seed)`` before Quantus gives its subsets, when Quantus sees
+        the whole batch at once).
     """
 
     presets: ClassVar[dict[str, dict[str, Any]]] = FIDELITY_PRESETS
@@ -136,7 +137,8 @@ class MuFidelity(Metric):
             if size > count:
                 raise ValueError(f"MuFidelity: subset_size={size} but the inputs have only "
                                  f"{count} features; give a smaller subset_size")
-            yield from _exact_subsets(draws, n, count, size, s["rng"], s["seed"])
+            yield from _exact_subsets(draws, n, count, size, s["rng"], s["seed"],
+                                      isinstance(s["baseline"], str))
             return
         rng = np.random.default_rng(s["seed"])
         grid = s["grid_size"]
@@ -159,9 +161,14 @@ class MuFidelity(Metric):
             yield self._from_features(batch.astype(values.dtype), p), p.targets[rows]
 
 
-def _exact_subsets(draws: int, n: int, count: int, size: int, rng_kind: str, seed: int
-                   ) -> Iterator[np.ndarray]:
-    """Per draw, ``(n, count)`` masks False on exactly ``size`` features of each sample."""
+def _exact_subsets(draws: int, n: int, count: int, size: int, rng_kind: str, seed: int,
+                   named_baseline: bool) -> Iterator[np.ndarray]:
+    """Per draw, ``(n, count)`` masks False on exactly ``size`` features of each sample.
+
+    The legacy generator also draws the ``n`` uniform numbers that Quantus draws after
+    each run's subsets when its baseline is a name (for its "uniform" baseline, drawn
+    whichever baseline is used), so that both consume the same random stream.
+    """
     legacy = np.random.RandomState(seed) if rng_kind == "legacy" else None
     rng = np.random.default_rng(seed)
     for _ in range(draws):
@@ -169,6 +176,8 @@ def _exact_subsets(draws: int, n: int, count: int, size: int, rng_kind: str, see
         if legacy is not None:
             for row in range(n):
                 kept[row, legacy.choice(count, size, replace=False)] = False
+            if named_baseline:
+                legacy.uniform(0.0, 1.0, size=n)
         else:
             chosen = np.argsort(rng.uniform(size=(n, count)), axis=-1)[:, :size]
             np.put_along_axis(kept, chosen, False, axis=-1)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from metrics_cases import CLASSES, images, image_spec, pixel_maps, targets
+from metrics_cases import CLASSES, image_spec, images, pixel_maps, targets
 
 from agnostic_saliency.metrics import AverageDrop, AverageIncrease, Deletion, Insertion
 from agnostic_saliency.testing.builders import build_keras
@@ -76,6 +76,7 @@ def test_average_increase_is_not_trivial(model: Any) -> None:
     """The maps above give a fraction strictly between 0 and 1 for one setting at least,
     so that the comparison with Xplique checks something."""
     x = images()
+    maps = (pixel_maps(), -pixel_maps(), np.abs(pixel_maps()))
     values = {AverageIncrease(model, activation=a).evaluate(x, targets(), m)
-              for a in (None, "softmax") for m in (pixel_maps(), -pixel_maps(), np.abs(pixel_maps()))}
+              for a in (None, "softmax") for m in maps}
     assert any(0 < v < 1 for v in values)

@@ -165,8 +165,8 @@ def model_randomization(explainer: Any, inputs: Any, targets: Any = None, *,
         maps = clone.explain(inputs, targets)
         rows.append(_similarities(original, maps, absolute, top_k, _map_axis(explainer)))
     order = tuple(name for name in reversed(names) if name in chosen)
-    return RandomizationReport(order, cascade, *(np.stack(r) for r in zip(*rows, strict=True)),
-                               top_k=top_k, absolute=absolute)
+    rank, structure, overlap = (np.stack(r) for r in zip(*rows, strict=True))
+    return RandomizationReport(order, cascade, rank, structure, overlap, top_k, absolute)
 
 
 def random_logit(explainer: Any, inputs: Any, targets: Any = None, *, seed: int = 0,

@@ -187,3 +187,15 @@ def test_maps_of_the_wrong_shape_are_named() -> None:
     bad[3, 0] = np.nan
     with pytest.raises(ValueError, match=r"samples \[3\]"):
         MuFidelity(model).evaluate(x, t, bad)
+
+
+def test_metrics_and_sanity_import_no_framework() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, agnostic_saliency.metrics, agnostic_saliency.sanity, "
+            "agnostic_saliency._cli_evaluate, agnostic_saliency._plot_metrics\n"
+            "print(sorted({'torch', 'tensorflow', 'jax', 'keras', 'flax'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout.strip() == "[]"

@@ -27,7 +27,7 @@ def _one_hot() -> np.ndarray:
 @pytest.mark.parametrize("settings", [
     {},
     {"steps": 7, "baseline": 0.3, "max_fraction": 0.6},
-    {"steps": -1, "activation": "softmax"},
+    {"steps": -1, "activation": "softmax", "max_fraction": 0.25},
 ])
 def test_causal_metrics_match_xplique(model: Any, ours: Any, theirs: str,
                                       settings: dict[str, Any]) -> None:

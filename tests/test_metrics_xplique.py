@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from metrics_cases import CLASSES, image_spec, images, pixel_maps, targets
 
-from agnostic_saliency.metrics import AverageDrop, AverageIncrease, Deletion, Insertion
+from agnostic_saliency.metrics import (
+    AverageDrop,
+    AverageIncrease,
+    Deletion,
+    Insertion,
+    MuFidelity,
+)
 from agnostic_saliency.testing.builders import build_keras
 
 xplique_metrics = pytest.importorskip("xplique.metrics")
@@ -80,3 +86,27 @@ def test_average_increase_is_not_trivial(model: Any) -> None:
     values = {AverageIncrease(model, activation=a).evaluate(x, targets(), m)
               for a in (None, "softmax") for m in maps}
     assert any(0 < v < 1 for v in values)
+
+
+@pytest.mark.parametrize("grid, maps_kind", [(3, "pixel"), (5, "input"), (None, "pixel")])
+def test_mufidelity_matches_xplique_given_the_same_random_cells(
+        model: Any, monkeypatch: pytest.MonkeyPatch, grid: int | None, maps_kind: str) -> None:
+    """Xplique draws its cells with ``tf.random.uniform``, which NumPy cannot reproduce: the
+    test hands Xplique the cells that our ``rng="numpy"`` draws (one call of shape
+    ``(nb_samples, cells)`` when its batch holds every perturbation)."""
+    import tensorflow as tf
+
+    x, nb = images(), 12
+    maps = pixel_maps() if maps_kind == "pixel" else np.random.default_rng(7).normal(size=x.shape)
+    cells = (grid or x.shape[1]) ** 2
+    ours = np.random.default_rng(5).uniform(size=(nb, cells))
+    monkeypatch.setattr(tf.random, "uniform",
+                        lambda shape, *a, **k: tf.constant(ours.astype(np.float32)))
+    reference = xplique_metrics.MuFidelity(model, x, _one_hot(), batch_size=len(x) * nb,
+                                           grid_size=grid, nb_samples=nb)
+    expected = reference.evaluate(maps.astype(np.float32))
+    monkeypatch.undo()
+    metric = MuFidelity(model, grid_size=grid, nb_samples=nb, seed=5)
+    np.testing.assert_allclose(metric.evaluate(x, targets(), maps), expected, rtol=1e-5,
+                               atol=1e-6)
+    assert abs(expected) > 1e-3  # not the 0 of constant (degenerate) samples

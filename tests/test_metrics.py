@@ -15,6 +15,7 @@ from agnostic_saliency.metrics import (
     Insertion,
     MuFidelity,
 )
+from agnostic_saliency.testing import NumpyModel, ReferenceBackend
 from agnostic_saliency.testing.builders import (
     build_jax_function,
     build_keras,
@@ -92,6 +93,7 @@ FRAMEWORKS = {
     "keras": build_keras,
     "tensorflow": build_tensorflow,
     "jax": build_jax_function,
+    "reference": NumpyModel,  # the NumPy backend registered as a plugin (entry point)
 }
 METRICS = [
     (Deletion, {}), (Insertion, {}), (Deletion, {"preset": "quantus", "features_per_step": 16}),
@@ -108,14 +110,14 @@ def values() -> dict[str, list[float]]:
     for name, build in FRAMEWORKS.items():
         model = build(image_spec())
         x = images().transpose(0, 3, 1, 2) if name == "torch" else images()
-        backend = "jax" if name == "jax" else None
+        backend = name if name in ("jax", "reference") else None
         results[name] = [metric(model, backend=backend, **settings).evaluate(x, targets(),
                                                                              pixel_maps())
                          for metric, settings in METRICS]
     return results
 
 
-@pytest.mark.parametrize("framework", ["keras", "tensorflow", "jax"])
+@pytest.mark.parametrize("framework", ["keras", "tensorflow", "jax", "reference"])
 def test_every_framework_gives_the_same_values(values: dict[str, list[float]],
                                                framework: str) -> None:
     np.testing.assert_allclose(values[framework], values["torch"], rtol=1e-5, atol=1e-6)
@@ -199,3 +201,31 @@ def test_metrics_and_sanity_import_no_framework() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+class _Recording(ReferenceBackend):
+    """The reference backend, recording the batch sizes the metrics call it with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def predict(self, model: Any, inputs: np.ndarray, options: Any) -> Any:
+        self.sizes.append(len(inputs))
+        return super().predict(model, inputs, options)
+
+
+@pytest.mark.parametrize("metric, settings", [
+    (Deletion, {"preset": "quantus", "features_per_step": 4}),
+    (Insertion, {}),
+    (MuFidelity, {"nb_samples": 9}),
+    (MuFidelity, {"preset": "quantus", "nb_samples": 9, "subset_size": 10}),
+    (AverageDrop, {}),
+])
+def test_the_model_never_sees_more_than_batch_size_inputs(metric: Any,
+                                                          settings: dict[str, Any]) -> None:
+    backend = _Recording()
+    value = metric(NumpyModel(image_spec()), backend=backend, batch_size=5,
+                   **settings).evaluate(images(), targets(), pixel_maps())
+    assert np.isfinite(value)
+    assert max(backend.sizes) == 5 and len(backend.sizes) > 2

@@ -60,7 +60,8 @@ class Metric:
     preset
         ``"xplique"`` (default), ``"quantus"`` or ``"rise"``: the settings of that library.
     channel_axis
-        Channel axis of image inputs; ``None`` for the backend's convention.
+        Channel axis of image inputs (and of the model's); ``None`` for the one the model
+        declares (a Keras layer's ``data_format``), else the backend's convention.
     **settings
         Any setting of the metric (see its class), overriding the preset's value.
     """
@@ -75,7 +76,10 @@ class Metric:
         self.backend: BackendBase = resolve_backend(model, backend)
         self.batch_size = _check_batch_size(batch_size)
         self.preset = preset
-        self.channel_axis = self.backend.channel_axis if channel_axis is None else channel_axis
+        if channel_axis is None:  # the model's own declaration (Keras data_format), else
+            declared = self.backend.model_channel_axis(model, 4)  # the framework's convention
+            channel_axis = self.backend.channel_axis if declared is None else declared
+        self.channel_axis = int(channel_axis)
         self.settings = _merge(type(self).__name__, self.presets, preset, settings)
         self.check_settings()
 

@@ -106,3 +106,26 @@ def test_a_backend_without_layer_listing_says_so() -> None:
     with pytest.raises(NotImplementedError, match="Flax NNX"):
         model_randomization(Saliency(build_jax_function(image_spec()), backend="jax"),
                             images(), targets())
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras", "jax"])
+def test_layer_weights_are_the_specs_in_the_canonical_layout(framework: str) -> None:
+    from agnostic_saliency.registry import resolve_backend
+
+    spec = image_spec()
+    build = {"torch": lambda: build_torch(spec.for_layout("channels_first")),
+             "keras": lambda: build_keras(spec), "jax": lambda: build_nnx(spec)}[framework]
+    model = build()
+    backend = resolve_backend(model)
+    listed = backend.layer_weights(model)
+    expected = [list(vars(layer).values()) for layer in spec.layers if vars(layer)]
+    assert len(listed) == len(expected)
+    for (_, ours), theirs in zip(listed, expected, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_array_equal(a, b)
+    name, weights = listed[0]
+    changed = backend.with_layer_weights(model, {name: [w + 1 for w in weights]})
+    np.testing.assert_array_equal(backend.layer_weights(changed)[0][1][0], weights[0] + 1)
+    np.testing.assert_array_equal(backend.layer_weights(model)[0][1][0], weights[0])
+    with pytest.raises(ValueError, match="shape"):
+        backend.with_layer_weights(model, {name: [w.T for w in weights]})

@@ -15,9 +15,7 @@ __all__ = ["layer_weights", "with_layer_weights"]
 def layer_weights(model: Any) -> list[tuple[str, list[np.ndarray]]]:
     """``(name, trainable weights)`` of each layer that has some, input to output;
     the layers of nested models are listed as ``"outer/inner"``."""
-    import keras
-
-    return [(name, [keras.ops.convert_to_numpy(w.value) for w in layer.trainable_weights])
+    return [(name, [np.array(w.numpy()) for w in layer.trainable_weights])
             for name, layer in _layers(model)]
 
 

@@ -272,6 +272,22 @@ class BackendBase:
         frontend retries with smaller chunks."""
         return isinstance(error, MemoryError)
 
+    def layer_weights(self, model: Any) -> list[tuple[str, list[np.ndarray]]]:
+        """The model's layers that hold trainable weights, input to output: ``(name,
+        weights)`` with the weights as NumPy in the canonical layout (dense ``(in, out)``,
+        convolution ``(*kernel, in, out)``, anything else as stored), for the sanity checks
+        of :mod:`agnostic_saliency.sanity`."""
+        raise NotImplementedError(
+            f"listing a model's layers is not supported by this backend ({self.name!r}); "
+            "model randomization needs a backend that implements layer_weights()")
+
+    def with_layer_weights(self, model: Any, weights: Mapping[str, list[np.ndarray]]) -> Any:
+        """A copy of ``model`` (never the model itself) whose layers named in ``weights``
+        hold those weights (canonical layout, as :meth:`layer_weights` gives them)."""
+        raise NotImplementedError(
+            f"setting a model's weights is not supported by this backend ({self.name!r}); "
+            "model randomization needs a backend that implements with_layer_weights()")
+
     def __reduce_ex__(self, protocol: Any) -> str | tuple[Any, ...]:
         """A registered backend pickles as its name (the other process's registry
         gives its own instance, caches and all); any other by value."""
@@ -305,7 +321,11 @@ class _PluginWrapper(BackendBase):
         # proxy that forwards every attribute may not).
         if _takes_keyword(plugin.gradient, "magnitude"):
             self.magnitude_maps = tuple(getattr(plugin, "magnitude_maps", ()))
-        for member in ("full_precision", "can_load", "load_model"):
+        self.structured_inputs = bool(getattr(plugin, "structured_inputs", False))
+        self.layer_outputs = bool(getattr(plugin, "layer_outputs", False))
+        for member in ("full_precision", "can_load", "load_model", "model_channel_axis",
+                       "is_out_of_memory", "layer_output", "layer_weights",
+                       "with_layer_weights"):
             found = getattr(plugin, member, None)
             if callable(found):
                 setattr(self, member, found)

@@ -1,4 +1,4 @@
-"""The ``agnostic-saliency`` command: ``demo``, ``explain`` and ``backends``.
+"""The ``agnostic-saliency`` command: ``demo``, ``explain``, ``evaluate`` and ``backends``.
 
 A mistake by the user (a missing file, an unknown format, mismatched shapes)
 ends with one line on stderr and exit status 2, never a traceback.
@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="fail instead of warning about all-zero maps, probability "
                               "outputs or precision casts")
     commands.add_parser("backends", help="list the installed backends")
+    from agnostic_saliency._cli_evaluate import add_parser as add_evaluate
+
+    add_evaluate(commands)
     return parser
 
 
@@ -59,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from agnostic_saliency._cli_explain import run_explain
 
             run_explain(args)
+        elif args.command == "evaluate":
+            from agnostic_saliency._cli_evaluate import run_evaluate
+
+            run_evaluate(args)
         else:
             from agnostic_saliency.registry import list_backends
 

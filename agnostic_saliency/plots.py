@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from matplotlib.colors import Colormap
     from matplotlib.figure import Figure
 
-__all__ = ["figure_to_rgba", "plot_attributions", "plot_comparison", "plot_tokens", "save"]
+__all__ = ["figure_to_rgba", "plot_attributions", "plot_comparison", "plot_curves",
+           "plot_randomization", "plot_tokens", "save"]
 
 Kind = Literal["auto", "image", "tabular", "series"]
 Opacity = Literal["saliency", "constant"]
@@ -303,3 +304,8 @@ def save(fig: Figure, path: str | os.PathLike[str], *, dpi: float | None = None)
     path = Path(path)
     fig.savefig(path, dpi="figure" if dpi is None else dpi)
     return path
+
+
+# The curves and randomisation reports of agnostic_saliency.metrics and .sanity; imported
+# last, since they draw with this module's helpers.
+from agnostic_saliency._plot_metrics import plot_curves, plot_randomization  # noqa: E402

@@ -9,9 +9,9 @@ fi
 pip=(.venv/bin/python -m pip install -q -c constraints.txt)
 .venv/bin/python -m pip install -q --upgrade pip
 "${pip[@]}" -r requirements-dev.txt
-# Xplique and tf-keras without their dependencies: their pins would replace tensorflow-cpu
-# with a CUDA build of several GB.
-"${pip[@]}" --no-deps xplique tf-keras
+# Xplique, tf-keras and Quantus without their dependencies: their pins would replace
+# tensorflow-cpu with a CUDA build of several GB.
+"${pip[@]}" --no-deps xplique tf-keras quantus
 # tensorflow-cpu must stay the only TensorFlow.
 if .venv/bin/python -m pip show -q tensorflow 2>/dev/null; then
     .venv/bin/python -m pip uninstall -q -y tensorflow

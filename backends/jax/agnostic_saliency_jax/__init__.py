@@ -50,7 +50,7 @@ from agnostic_saliency.backend import (
     outputs_to_numpy,
     warn,
 )
-from agnostic_saliency_jax import _loading, _precision
+from agnostic_saliency_jax import _loading, _precision, _weights
 from agnostic_saliency_jax._compile import (
     CompiledCache,
     TraceCounter,
@@ -78,6 +78,8 @@ class JaxBackend:
     modules = ("jax", "jaxlib", "flax", "equinox")
     priority = 0
     channel_axis = -1
+    layer_weights = staticmethod(_weights.layer_weights)
+    with_layer_weights = staticmethod(_weights.with_layer_weights)
     class_index_targets = True
     # Reduced in the compiled program. Not |g| alone: XLA's result is read-only, and
     # the frontend's copy of it costs what NumPy's absolute value does.

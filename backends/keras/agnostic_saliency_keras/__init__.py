@@ -28,6 +28,7 @@ import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency_keras import _weights
 from agnostic_saliency_keras._common import (
     ModelCallError,
     OperatorShapeError,
@@ -63,6 +64,8 @@ class KerasBackend:
     modules = ("keras",)
     priority = 10
     channel_axis = -1
+    layer_weights = staticmethod(_weights.layer_weights)
+    with_layer_weights = staticmethod(_weights.with_layer_weights)
     class_index_targets = True
 
     def __init__(self, jit_compile: bool | None = None) -> None:

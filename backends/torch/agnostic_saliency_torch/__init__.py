@@ -29,6 +29,7 @@ from agnostic_saliency_torch import (
     _model_info,
     _ownership,
     _precision,
+    _weights,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ class TorchBackend:
     modules = ("torch",)
     priority = 0
     channel_axis = 1
+    layer_weights = staticmethod(_weights.layer_weights)
+    with_layer_weights = staticmethod(_weights.with_layer_weights)
     magnitude_maps = (None, "max", "mean", "sum")
 
     def __init__(self, compile: bool | Mapping[str, Any] = False) -> None:

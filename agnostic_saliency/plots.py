@@ -54,8 +54,10 @@ if TYPE_CHECKING:
     from matplotlib.colors import Colormap
     from matplotlib.figure import Figure
 
-__all__ = ["figure_to_rgba", "plot_attributions", "plot_comparison", "plot_curves",
-           "plot_randomization", "plot_tokens", "save"]
+__all__ = [  # noqa: F822 (plot_curves, plot_randomization: see __getattr__)
+    "figure_to_rgba", "plot_attributions", "plot_comparison", "plot_curves",
+    "plot_randomization", "plot_tokens", "save",
+]
 
 Kind = Literal["auto", "image", "tabular", "series"]
 Opacity = Literal["saliency", "constant"]
@@ -306,6 +308,11 @@ def save(fig: Figure, path: str | os.PathLike[str], *, dpi: float | None = None)
     return path
 
 
-# The curves and randomisation reports of agnostic_saliency.metrics and .sanity; imported
-# last, since they draw with this module's helpers.
-from agnostic_saliency._plot_metrics import plot_curves, plot_randomization  # noqa: E402
+def __getattr__(name: str) -> Any:
+    """The curves and randomisation reports of :mod:`agnostic_saliency.metrics` and
+    :mod:`agnostic_saliency.sanity`, drawn with this module's helpers (imported on use)."""
+    if name in ("plot_curves", "plot_randomization"):
+        from agnostic_saliency import _plot_metrics
+
+        return getattr(_plot_metrics, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

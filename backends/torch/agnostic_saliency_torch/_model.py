@@ -1,0 +1,152 @@
+"""What a call needs to know about a PyTorch model, read from the model on every call.
+
+Nothing is remembered between calls: the modules, their ``training`` flags, the
+devices and dtypes of the weights are read again each time, so a model changed
+between two calls (a layer replaced, moved or converted) is seen as it is now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from itertools import chain
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agnostic_saliency.backend import CallOptions, warn
+from agnostic_saliency_torch import _messages
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Placement", "inspect"]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how the model computes."""
+
+    device: torch.device
+    #: The dtype of its first floating parameter or buffer; ``None`` if it has none.
+    dtype: torch.dtype | None
+    #: Whether its convolutions hold channels-last weights (the user chose that layout).
+    channels_last: bool
+
+
+def inspect(model: Any, options: CallOptions) -> Placement:
+    """Check that ``model`` can be explained as it is, and read its placement.
+
+    Raises
+    ------
+    ValueError
+        If a module that computes differently in training mode is in it (unless
+        ``options.allow_training_mode``), if weights are on the ``meta`` device, or
+        if they are spread over several devices.
+    """
+    import torch
+
+    if not options.allow_training_mode:
+        check_mode(model)
+    devices = set()
+    dtype = None
+    for tensor in chain(model.parameters(), model.buffers()):
+        devices.add(tensor.device)
+        if dtype is None and tensor.is_floating_point():
+            dtype = tensor.dtype
+    if any(device.type == "meta" for device in devices):
+        names = [name for name, tensor in chain(model.named_parameters(), model.named_buffers())
+                 if tensor.is_meta]
+        raise ValueError(_messages.meta_weights(names))
+    if len(devices) > 1:
+        raise ValueError(_messages.several_devices(sorted(str(device) for device in devices)))
+    device = devices.pop() if devices else torch.device("cpu")
+    return Placement(device, dtype, _channels_last_weights(model))
+
+
+def _channels_last_weights(model: Any) -> bool:
+    """Whether a 2-D convolution of ``model`` holds weights in the channels-last layout
+    (and not also in the plain one, as a 1x1 kernel does)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            weight = module.weight
+            return (weight.is_contiguous(memory_format=torch.channels_last)
+                    and not weight.is_contiguous())
+    return False
+
+
+def check_mode(model: Any) -> None:
+    """Refuse a model with modules in training mode that compute differently in it;
+    warn about modules of the user's own classes in training mode.
+
+    A plain ``nn.Linear`` (or any module whose forward ignores the mode) in training
+    mode changes nothing and passes.
+    """
+    if not any(module.training and _mode_dependent(module) is not False
+               for module in model.modules()):
+        return  # the usual case: no names built
+    refused, custom = [], []
+    for name, module in model.named_modules():
+        if module.training:
+            kind = _mode_dependent(module)
+            label = f"{name or type(model).__name__} ({_class_name(module)})"
+            if kind:
+                refused.append(label)
+            elif kind is None:
+                custom.append(label)
+    if refused:
+        raise ValueError(_messages.training_mode(refused))
+    warn(_messages.custom_modules_training(custom))
+
+
+def _class_name(module: Any) -> str:
+    return str(getattr(module, "original_name", "") or type(module).__name__)
+
+
+def _mode_dependent(module: Any) -> bool | None:
+    """Whether ``module`` computes differently in training mode; ``None`` for a class
+    that does not come from PyTorch (its forward may read ``self.training``).
+
+    A TorchScript module stands for the ``torch.nn`` class of its ``original_name``.
+    """
+    import torch
+
+    cls: Any = type(module)
+    if isinstance(module, torch.jit.ScriptModule):
+        cls = getattr(torch.nn, _class_name(module), None)
+        if not isinstance(cls, type):
+            return None
+    dropout, norms, recurrent = _mode_classes()
+    if issubclass(cls, dropout):
+        return bool(getattr(module, "p", 1.0) > 0)
+    if issubclass(cls, norms):
+        return bool(getattr(module, "track_running_stats", True))
+    if issubclass(cls, recurrent):
+        return bool(getattr(module, "dropout", 1.0) > 0)
+    return False if f"{cls.__module__}.".startswith("torch.") else None
+
+
+@cache
+def _mode_classes() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """The ``torch.nn`` classes whose forward depends on the mode: dropout (and RReLU's
+    random slopes), norms with running statistics, and modules with a dropout rate."""
+    from torch import nn
+
+    dropout = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+               nn.FeatureAlphaDropout, nn.RReLU)
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+             nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d,
+             nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+             nn.LazyInstanceNorm1d, nn.LazyInstanceNorm2d, nn.LazyInstanceNorm3d)
+    return dropout, norms, (nn.RNNBase, nn.MultiheadAttention)
+
+
+def torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype of a NumPy dtype (``bfloat16`` of ml_dtypes included)."""
+    import torch
+
+    if dtype.name == "bfloat16":
+        return torch.bfloat16
+    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,14 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import (
-    BackendBase,
-    CallOptions,
-    Magnitude,
-    Operator,
-    outputs_to_numpy,
-    warn,
-)
+from agnostic_saliency.backend import BackendBase, CallOptions, Magnitude, Operator, warn
+from agnostic_saliency.backend import outputs_to_numpy
 from agnostic_saliency.cache import BoundedCache, ObjectKey
 from agnostic_saliency_torch import _messages, _model
 
@@ -76,9 +70,19 @@ class TorchBackend(BackendBase):
         return torch is not None and isinstance(model, (torch.nn.Module,
                                                         torch.export.ExportedProgram))
 
-    def full_precision(self) -> AbstractContextManager[None]:
-        """Turn off reduced-precision (TF32) float32 math while comparing; restored after."""
-        return _full_precision()
+    @contextmanager
+    def full_precision(self) -> Iterator[None]:
+        """TF32 off in matmuls and cuDNN convolutions; the settings restored on exit."""
+        import torch
+
+        matmul, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(matmul)
+            torch.backends.cudnn.allow_tf32 = cudnn
 
     def can_load(self, path: Path) -> bool:
         return path.suffix.lower() in _SUFFIXES
@@ -98,10 +102,7 @@ class TorchBackend(BackendBase):
         return _out_of_memory(error)
 
     def to_numpy(self, array: Any) -> np.ndarray:
-        torch = sys.modules.get("torch")
-        if torch is not None and isinstance(array, torch.Tensor):
-            return _to_numpy(array)
-        return np.asarray(array)
+        return _to_numpy(array) if _is_tensor(array) else np.asarray(array)
 
     def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
         import torch
@@ -111,7 +112,7 @@ class TorchBackend(BackendBase):
         with torch.inference_mode(False), torch.no_grad():
             x = _input(inputs, place)
             outputs = _forward(runner, x.clone(memory_format=_format(place, x.ndim)), options)
-        return outputs_to_numpy(outputs, lambda value: isinstance(value, torch.Tensor), _to_numpy)
+        return outputs_to_numpy(outputs, _is_tensor, _to_numpy)
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
                  options: CallOptions, magnitude: Magnitude | None = None) -> Any:
@@ -203,6 +204,11 @@ def _format(place: _model.Placement, ndim: int) -> torch.memory_format:
     return torch.channels_last if place.channels_last and ndim == 4 else torch.contiguous_format
 
 
+def _is_tensor(value: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def _out_of_memory(error: BaseException) -> bool:
     torch = sys.modules.get("torch")
     return isinstance(error, MemoryError) or (
@@ -226,37 +232,33 @@ def _score(runner: Any, x: torch.Tensor, targets: Any, operator: Operator | None
     (one-hot rows for class indices)."""
     import torch
 
+    # Copied to the device before the forward pass (a copy after it would wait for it),
+    # and a copy on the CPU too: autograd may hand grad_outputs back as the gradient.
+    given = None if targets is None else torch.tensor(np.asarray(targets), device=x.device)
     if operator is not None:
-        scores = operator(runner, x, None if targets is None else _target_tensor(targets, x))
+        if given is not None and given.is_floating_point():
+            given = given.to(x.dtype)
+        scores = operator(runner, x, given)
         if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(x),):
             raise ValueError(messages.operator_wrong_shape(tuple(np.shape(scores)), len(x)))
         return _upcast(scores).sum(), None
-    targets = np.asarray(targets)
+    assert given is not None
     outputs = _forward(runner, x, options)
     if not isinstance(outputs, torch.Tensor):
         raise TypeError(messages.output_not_tensor(messages.describe_output(outputs)))
     if outputs.ndim == 0 or outputs.shape[0] != x.shape[0]:
         raise ValueError(messages.output_wrong_shape(tuple(outputs.shape), len(x)))
-    outputs = _upcast(outputs)
-    if targets.dtype.kind in "iu":  # class indices, checked before a GPU could see them
+    outputs, targets = _upcast(outputs), np.asarray(targets)
+    if not given.is_floating_point():  # class indices: checked here, before a GPU sees them
         if outputs.ndim != 2 or targets.shape != (len(x),):
             raise ValueError(messages.weights_wrong_shape(targets.shape, tuple(outputs.shape)))
-        if len(targets) and not 0 <= targets.min() <= targets.max() < outputs.shape[1]:
-            bad = targets[(targets < 0) | (targets >= outputs.shape[1])][0]
-            raise ValueError(messages.targets_out_of_range(int(bad), outputs.shape[1]))
-        rows = torch.from_numpy(targets.astype(np.int64)).to(outputs.device)
-        return outputs, torch.zeros_like(outputs).scatter_(1, rows[:, None], 1.0)
-    if outputs.shape != targets.shape:  # e.g. a model whose number of outputs changed
+        outside = targets[(targets < 0) | (targets >= outputs.shape[1])]
+        if outside.size:
+            raise ValueError(messages.targets_out_of_range(int(outside[0]), outputs.shape[1]))
+        return outputs, torch.zeros_like(outputs).scatter_(1, given.long()[:, None], 1.0)
+    if outputs.shape != given.shape:  # e.g. a model whose number of outputs changed
         raise ValueError(messages.weights_wrong_shape(targets.shape, tuple(outputs.shape)))
-    # A copy: autograd may hand grad_outputs back as the gradient (a model like x + 1).
-    return outputs, torch.tensor(targets, dtype=outputs.dtype, device=outputs.device)
-
-
-def _target_tensor(targets: np.ndarray, x: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    tensor = torch.tensor(np.asarray(targets), device=x.device)
-    return tensor.to(x.dtype) if tensor.is_floating_point() else tensor
+    return outputs, given.to(outputs.dtype)
 
 
 def _upcast(tensor: torch.Tensor) -> torch.Tensor:
@@ -269,18 +271,3 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     memory is shared where it can be."""
     tensor = _upcast(tensor.detach()).resolve_conj().resolve_neg()
     return tensor.cpu().contiguous().numpy()
-
-
-@contextmanager
-def _full_precision() -> Iterator[None]:
-    """TF32 off in matmuls and cuDNN convolutions; the settings restored on exit."""
-    import torch
-
-    matmul, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(matmul)
-        torch.backends.cudnn.allow_tf32 = cudnn

@@ -7,10 +7,9 @@ between two calls (a layer replaced, moved or converted) is seen as it is now.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 from itertools import chain
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -23,27 +22,18 @@ if TYPE_CHECKING:
 __all__ = ["Placement", "inspect"]
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Where and how the model computes."""
+class Placement(NamedTuple):
+    """The device of the model's weights, the dtype of the first floating one (``None``
+    without any), and whether its convolutions hold channels-last weights."""
 
     device: torch.device
-    #: The dtype of its first floating parameter or buffer; ``None`` if it has none.
     dtype: torch.dtype | None
-    #: Whether its convolutions hold channels-last weights (the user chose that layout).
     channels_last: bool
 
 
 def inspect(model: Any, options: CallOptions) -> Placement:
-    """Check that ``model`` can be explained as it is, and read its placement.
-
-    Raises
-    ------
-    ValueError
-        If a module that computes differently in training mode is in it (unless
-        ``options.allow_training_mode``), if weights are on the ``meta`` device, or
-        if they are spread over several devices.
-    """
+    """Where ``model`` computes; a ``ValueError`` for a module that computes differently
+    in training mode (unless allowed), weights on ``meta`` or on several devices."""
     import torch
 
     if not options.allow_training_mode:
@@ -65,8 +55,8 @@ def inspect(model: Any, options: CallOptions) -> Placement:
 
 
 def _channels_last_weights(model: Any) -> bool:
-    """Whether a 2-D convolution of ``model`` holds weights in the channels-last layout
-    (and not also in the plain one, as a 1x1 kernel does)."""
+    """Whether the first 2-D convolution holds channels-last weights (not also plain ones,
+    as a 1x1 kernel does)."""
     import torch
 
     for module in model.modules():
@@ -78,12 +68,8 @@ def _channels_last_weights(model: Any) -> bool:
 
 
 def check_mode(model: Any) -> None:
-    """Refuse a model with modules in training mode that compute differently in it;
-    warn about modules of the user's own classes in training mode.
-
-    A plain ``nn.Linear`` (or any module whose forward ignores the mode) in training
-    mode changes nothing and passes.
-    """
+    """Refuse modules in training mode that compute differently in it; warn about modules
+    of the user's own classes in training mode; a ``nn.Linear`` in it changes nothing."""
     if not any(module.training and _mode_dependent(module) is not False
                for module in model.modules()):
         return  # the usual case: no names built
@@ -106,11 +92,8 @@ def _class_name(module: Any) -> str:
 
 
 def _mode_dependent(module: Any) -> bool | None:
-    """Whether ``module`` computes differently in training mode; ``None`` for a class
-    that does not come from PyTorch (its forward may read ``self.training``).
-
-    A TorchScript module stands for the ``torch.nn`` class of its ``original_name``.
-    """
+    """Whether ``module`` computes differently in training mode; ``None`` for a class not
+    from PyTorch. A TorchScript module stands for the ``torch.nn`` class of its name."""
     import torch
 
     cls: Any = type(module)
@@ -130,8 +113,8 @@ def _mode_dependent(module: Any) -> bool | None:
 
 @cache
 def _mode_classes() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
-    """The ``torch.nn`` classes whose forward depends on the mode: dropout (and RReLU's
-    random slopes), norms with running statistics, and modules with a dropout rate."""
+    """``torch.nn`` classes whose forward reads the mode: dropout (and RReLU's random
+    slopes), norms with running statistics, and modules with a dropout rate."""
     from torch import nn
 
     dropout = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,

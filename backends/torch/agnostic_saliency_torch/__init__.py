@@ -20,8 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import BackendBase, CallOptions, Magnitude, Operator, warn
-from agnostic_saliency.backend import outputs_to_numpy
+from agnostic_saliency.backend import (
+    BackendBase,
+    CallOptions,
+    Magnitude,
+    Operator,
+    outputs_to_numpy,
+    warn,
+)
 from agnostic_saliency.cache import BoundedCache, ObjectKey
 from agnostic_saliency_torch import _messages, _model
 

@@ -36,7 +36,12 @@ def inspect(model: Any, options: CallOptions) -> Placement:
     in training mode (unless allowed), weights on ``meta`` or on several devices."""
     import torch
 
-    if not options.allow_training_mode:
+    training, weight = False, None
+    for module in model.modules():
+        training = training or (module.training and _mode_dependent(module) is not False)
+        if weight is None and isinstance(module, torch.nn.Conv2d):
+            weight = module.weight
+    if training and not options.allow_training_mode:
         check_mode(model)
     devices = set()
     dtype = None
@@ -51,28 +56,16 @@ def inspect(model: Any, options: CallOptions) -> Placement:
     if len(devices) > 1:
         raise ValueError(_messages.several_devices(sorted(str(device) for device in devices)))
     device = devices.pop() if devices else torch.device("cpu")
-    return Placement(device, dtype, _channels_last_weights(model))
-
-
-def _channels_last_weights(model: Any) -> bool:
-    """Whether the first 2-D convolution holds channels-last weights (not also plain ones,
-    as a 1x1 kernel does)."""
-    import torch
-
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            weight = module.weight
-            return (weight.is_contiguous(memory_format=torch.channels_last)
-                    and not weight.is_contiguous())
-    return False
+    # Channels-last inputs only for a model whose first convolution holds channels-last
+    # weights (and not also plain ones, as a 1x1 kernel does): the user chose that layout.
+    channels_last = weight is not None and not weight.is_contiguous() and (
+        weight.is_contiguous(memory_format=torch.channels_last))
+    return Placement(device, dtype, channels_last)
 
 
 def check_mode(model: Any) -> None:
     """Refuse modules in training mode that compute differently in it; warn about modules
     of the user's own classes in training mode; a ``nn.Linear`` in it changes nothing."""
-    if not any(module.training and _mode_dependent(module) is not False
-               for module in model.modules()):
-        return  # the usual case: no names built
     refused, custom = [], []
     for name, module in model.named_modules():
         if module.training:

@@ -197,7 +197,7 @@ def _input(inputs: np.ndarray, place: _model.Placement) -> torch.Tensor:
     if inputs.dtype.kind == "V":  # ml_dtypes' bfloat16: NumPy cannot hand it to torch
         inputs = inputs.astype(np.float32)
     tensor = torch.from_numpy(inputs) if inputs.flags.writeable else torch.tensor(inputs)
-    dtype = place.dtype or _model.torch_dtype(inputs.dtype)
+    dtype = place.dtype or tensor.dtype  # a model without floating weights: as given
     if tensor.dtype != dtype and tensor.element_size() >= 4 and dtype.itemsize >= 4:
         warn(messages.dtype_cast(str(inputs.dtype), str(dtype).replace("torch.", "")))
     return tensor.to(device=place.device, dtype=dtype)

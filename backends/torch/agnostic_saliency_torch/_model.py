@@ -11,8 +11,6 @@ from functools import cache
 from itertools import chain
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-
 from agnostic_saliency.backend import CallOptions, warn
 from agnostic_saliency_torch import _messages
 
@@ -118,11 +116,3 @@ def _mode_classes() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...
              nn.LazyInstanceNorm1d, nn.LazyInstanceNorm2d, nn.LazyInstanceNorm3d)
     return dropout, norms, (nn.RNNBase, nn.MultiheadAttention)
 
-
-def torch_dtype(dtype: np.dtype) -> torch.dtype:
-    """The torch dtype of a NumPy dtype (``bfloat16`` of ml_dtypes included)."""
-    import torch
-
-    if dtype.name == "bfloat16":
-        return torch.bfloat16
-    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype

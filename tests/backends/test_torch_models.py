@@ -225,3 +225,20 @@ def test_captum_preset_equals_captum_saliency_on_a_resnet() -> None:
     assert maps.shape == (2, 3, 224, 224) and float(np.abs(maps).max()) > 0
     np.testing.assert_allclose(maps, expected.numpy(), rtol=1e-5,
                                atol=1e-6 * float(np.abs(maps).max()))
+
+
+# --- out of memory --------------------------------------------------------------------
+
+
+class _OutOfMemory(nn.Module):
+    def forward(self, x: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_errors_reach_the_frontend_as_they_are() -> None:
+    backend = get_backend("torch")
+    assert backend.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert backend.is_out_of_memory(MemoryError())
+    assert not backend.is_out_of_memory(RuntimeError("CUDA error: device-side assert"))
+    with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate"):
+        backend.gradient(_OutOfMemory().eval(), _rows(), np.zeros(4, int), None, CallOptions())

@@ -276,4 +276,4 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """A tensor as a C-contiguous NumPy array (16-bit floats as float32); a CPU tensor's
     memory is shared where it can be."""
     tensor = _upcast(tensor.detach()).resolve_conj().resolve_neg()
-    return tensor.cpu().contiguous().numpy()
+    return tensor.contiguous().cpu().numpy()  # made contiguous where it is: on the device

@@ -129,8 +129,8 @@ def test_exported_programs_and_their_modules_are_explained_as_the_model(form: st
 
 def test_weights_built_on_the_meta_device_name_the_cause_and_the_fix() -> None:
     with torch.device("meta"):
-        model = _mlp()
-    with pytest.raises(ValueError, match=r"\[0\.weight, 0\.bias, 2\.weight, 2\.bias\] are on "
+        model = _mlp(nn.Dropout(0.1))  # in training mode too: the weights come first
+    with pytest.raises(ValueError, match=r"\[0\.weight, 0\.bias, 3\.weight, 3\.bias\] are on "
                                          r"the 'meta' device.*init_empty_weights.*to_empty"):
         Saliency(model).explain(_rows(), 1)
 

@@ -34,13 +34,6 @@ def inspect(model: Any, options: CallOptions) -> Placement:
     in training mode (unless allowed), weights on ``meta`` or on several devices."""
     import torch
 
-    training, weight = False, None
-    for module in model.modules():
-        training = training or (module.training and _mode_dependent(module) is not False)
-        if weight is None and isinstance(module, torch.nn.Conv2d):
-            weight = module.weight
-    if training and not options.allow_training_mode:
-        check_mode(model)
     devices = set()
     dtype = None
     for tensor in chain(model.parameters(), model.buffers()):
@@ -53,6 +46,13 @@ def inspect(model: Any, options: CallOptions) -> Placement:
         raise ValueError(_messages.meta_weights(names))
     if len(devices) > 1:
         raise ValueError(_messages.several_devices(sorted(str(device) for device in devices)))
+    training, weight = False, None  # the weights' problems first: they hide no other
+    for module in model.modules():
+        training = training or (module.training and _mode_dependent(module) is not False)
+        if weight is None and isinstance(module, torch.nn.Conv2d):
+            weight = module.weight
+    if training and not options.allow_training_mode:
+        check_mode(model)
     device = devices.pop() if devices else torch.device("cpu")
     # Channels-last inputs only for a model whose first convolution holds channels-last
     # weights (and not also plain ones, as a 1x1 kernel does): the user chose that layout.

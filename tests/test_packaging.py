@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import importlib
 import importlib.metadata
 import importlib.util
 import inspect
@@ -165,8 +166,10 @@ def test_docs_framework_examples_run(path: Path) -> None:
 def test_failure_page_has_one_entry_per_message() -> None:
     """docs/failures.md keeps up with agnostic_saliency.messages: no message left out."""
     helpers = {"describe_output"}  # builds part of a message, is not one
-    functions = {name for name, value in vars(messages).items()
-                 if inspect.isfunction(value) and value.__module__ == messages.__name__
+    modules = [messages, *(importlib.import_module(f"{backend}._messages") for backend in (
+        "agnostic_saliency_torch",) if importlib.util.find_spec(backend) is not None)]
+    functions = {name for module in modules for name, value in vars(module).items()
+                 if inspect.isfunction(value) and value.__module__ == module.__name__
                  and not name.startswith("_") and name not in helpers}
     page = (ROOT / "docs" / "failures.md").read_text()
     entries = set(re.findall(r"\{ #(\w+) \}", page))

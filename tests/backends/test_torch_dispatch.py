@@ -1,5 +1,5 @@
-"""The PyTorch backend's ``dispatch_gradient``: queued on a GPU, nothing run before the
-checks on the CPU, and never a model allowed to train on inputs not yet checked."""
+"""The PyTorch backend's ``start_gradient``: nothing runs on the CPU before the
+frontend's checks, and never a model allowed to train on inputs not yet checked."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from agnostic_saliency import CallOptions, Saliency, get_backend
-from agnostic_saliency.backend import gradient_dispatcher
 
 torch = pytest.importorskip("torch")
 
@@ -42,24 +41,35 @@ def _analytic_gradient(model: _CountingMlp, x: np.ndarray, targets: np.ndarray) 
     return (w2[targets] * slope) @ w1
 
 
-def test_the_backend_dispatches() -> None:
+def test_the_backend_is_asynchronous_and_takes_class_indices() -> None:
     backend = get_backend("torch")
-    assert gradient_dispatcher(backend) == backend.dispatch_gradient
+    assert backend.asynchronous and backend.class_index_targets
 
 
-def test_on_the_cpu_nothing_runs_before_the_result_is_asked_for() -> None:
+@pytest.mark.parametrize("form", ["weights", "indices"])
+def test_on_the_cpu_nothing_runs_before_the_result_is_asked_for(form: str) -> None:
     model, x, targets = _CountingMlp().eval(), _inputs(), np.array([0, 2, 1, 2])
     backend = get_backend("torch")
-    weights = np.eye(3, dtype=np.float32)[targets]
-    result = backend.dispatch_gradient(model, x, weights, None, CallOptions())
+    given = np.eye(3, dtype=np.float32)[targets] if form == "weights" else targets
+    result = backend.start_gradient(model, x, given, None, CallOptions())
     assert model.calls == 0
     gradient = result()
     assert model.calls == 1
     np.testing.assert_allclose(gradient, _analytic_gradient(model, x, targets), rtol=1e-5,
                                atol=1e-7)
-    magnitude = backend.dispatch_gradient(model, x, weights, None, CallOptions(),
-                                          magnitude=(None, 1))()
-    np.testing.assert_array_equal(magnitude, np.abs(gradient))
+    for reducer in (None, "max", "mean", "sum"):
+        magnitude = backend.start_gradient(model, x, given, None, CallOptions(),
+                                           magnitude=(reducer, 1))()
+        expected = np.abs(gradient) if reducer is None else getattr(np, reducer)(
+            np.abs(gradient), axis=1)
+        np.testing.assert_allclose(magnitude, expected, rtol=1e-6)
+
+
+def test_class_indices_out_of_range_are_refused_by_the_backend_too() -> None:
+    model = _CountingMlp().eval()
+    with pytest.raises(ValueError, match="target 3 out of range for a model with 3 outputs"):
+        get_backend("torch").gradient(model, _inputs(), np.array([0, 3, 1, 2]), None,
+                                      CallOptions())
 
 
 def test_on_the_cpu_non_finite_inputs_are_refused_before_the_gradient_runs() -> None:

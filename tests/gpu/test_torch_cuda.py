@@ -112,7 +112,8 @@ def test_half_precision_model_gives_float32_maps_close_to_float32_model(dtype: s
 
 
 class _ViewHead(torch.nn.Module):
-    """A convolution, then ``.view``: fails on channels-last activations."""
+    """A convolution, then ``.view``: fails on channels-last activations, so it must be
+    fed the NCHW layout it was written for."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -128,14 +129,22 @@ class _ViewHead(torch.nn.Module):
         return self.head(hidden.view(len(hidden), -1))
 
 
-def test_channels_last_fallback_works_on_the_device(full_precision: None) -> None:
+def test_a_plain_layout_model_gets_plain_inputs_on_the_device(full_precision: None) -> None:
     cpu, device = _on_both(_ViewHead().eval())
     x, targets = _images(), np.array([0, 1, 2, 1, 0, 2])
     expected = Saliency(cpu).explain(x, targets)
-    explainer = Saliency(device)
-    for _ in range(2):  # the second call goes straight to the plain layout
-        np.testing.assert_allclose(explainer.explain(x, targets), expected, rtol=1e-5,
-                                   atol=1e-6 * expected.max())
+    np.testing.assert_allclose(Saliency(device).explain(x, targets), expected, rtol=1e-5,
+                               atol=1e-6 * expected.max())
+
+
+def test_a_channels_last_model_on_the_device_equals_the_cpu(full_precision: None) -> None:
+    spec = make_spec("cnn", layout="channels_first")
+    cpu, device = _on_both(build_torch(spec))
+    device = device.to(memory_format=torch.channels_last)
+    x, targets = _images(), np.array([0, 1, 2, 1, 0, 2])
+    expected = Saliency(cpu, reducer=None, absolute=False).explain(x, targets)
+    maps = Saliency(device, reducer=None, absolute=False).explain(x, targets)
+    np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
 
 
 class _LastStep(torch.nn.Module):
@@ -217,21 +226,23 @@ class _Counting(torch.nn.Module):
         return self.inner(x)
 
 
-def test_dispatch_queues_the_gradient_before_the_inputs_are_checked(full_precision: None
-                                                                    ) -> None:
+def test_start_gradient_queues_the_gradient_before_the_inputs_are_checked(
+        full_precision: None) -> None:
     """On a GPU the model runs while the frontend checks the inputs; on the CPU after."""
     cpu, device = _on_both(_Counting().eval())
     x, targets = _images(), np.array([0, 1, 2, 1, 0, 2])
     weights = np.eye(3, dtype=np.float32)[targets]
     backend = get_backend("torch")
-    result = backend.dispatch_gradient(device, x, weights, None, CallOptions(),
-                                       magnitude=("max", 1))
+    result = backend.start_gradient(device, x, weights, None, CallOptions(),
+                                    magnitude=("max", 1))
     assert device.calls == (0 if DEVICE == "cpu" else 1)
     maps = result()
     expected = Saliency(cpu).explain(x, targets)
     np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
-    signed = backend.dispatch_gradient(device, x, weights, None, CallOptions())()
+    signed = backend.start_gradient(device, x, weights, None, CallOptions())()
     np.testing.assert_allclose(np.abs(signed).max(axis=1), maps, rtol=1e-6)
+    indices = backend.start_gradient(device, x, targets, None, CallOptions())()
+    np.testing.assert_array_equal(indices, signed)
 
 
 def test_non_finite_inputs_of_a_device_model_are_refused_with_the_sample() -> None:

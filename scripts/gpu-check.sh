@@ -34,8 +34,7 @@ nvidia-smi -L
 status=0
 "$python" -m pytest -q -n 8 -p no:cacheprovider --durations=5 tests/gpu \
     tests/backends/test_backend_torch.py tests/backends/test_torch_inputs_in_place.py \
-    tests/backends/test_torch_dispatch.py tests/backends/test_torch_autograd.py \
-    tests/backends/test_torch_ownership.py \
+    tests/backends/test_torch_models.py tests/backends/test_torch_dispatch.py \
     tests/backends/test_backend_jax.py 2>&1 | tee "$out/tests.log" || status=1
 "$python" scripts/gpu_precision.py 2>&1 | tee "$out/precision.txt" || status=1
 "$python" benchmarks/run.py --device cuda --frameworks torch jax --rounds "$rounds" \

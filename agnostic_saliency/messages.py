@@ -444,16 +444,6 @@ def training_mode(modules: Sequence[str]) -> str:
     )
 
 
-def inputs_changed_in_place() -> str:
-    return (
-        "the model's forward changed its input in place outside autograd (under "
-        "torch.no_grad() or on a detached tensor), so the array passed to explain() now "
-        "holds the changed values; the map is of the values the model saw. From now on the "
-        "model gets a copy of the inputs: restore your array, or change the forward to "
-        "work on a copy (x = x.clone())."
-    )
-
-
 def runs_eagerly(error: BaseException) -> str:
     return (
         f"the model could not be traced into a TensorFlow graph ({type(error).__name__}: "

@@ -225,13 +225,13 @@ def output_key_missing(name: str, description: str) -> str:
 
 
 def entry_not_array(key: object, kind: str) -> str:
-    return (f"inputs entry {key!r} is a {kind}, not an array; every entry of a tuple, list or "
-            "dict of inputs must be an array or a tensor with the batch axis first.")
+    return (f"inputs entry {key!r} is a {kind}, not an array; convert it to an array or a "
+            "tensor with the batch axis first, as every entry of a tuple, list or dict must be.")
 
 
 def entries_batch_mismatch(shapes: dict[str, tuple[int, ...]]) -> str:
-    return (f"inputs entries of shapes {shapes} do not share a batch axis; every entry needs "
-            "one row per sample (axis 0 of the same length).")
+    return (f"inputs entries of shapes {shapes} do not share a batch axis; give every entry "
+            "one row per sample (axis 0 of the same length), and put constants in model_kwargs.")
 
 
 def nothing_to_attribute(dtypes: dict[str, str]) -> str:
@@ -241,7 +241,8 @@ def nothing_to_attribute(dtypes: dict[str, str]) -> str:
 
 
 def unknown_attribute(key: object, keys: list[object]) -> str:
-    return f"attribute={key!r} names no inputs entry; the entries are {keys}."
+    return (f"attribute={key!r} names no inputs entry; pass positions (tuple, list) or keys "
+            f"(dict) of the entries, which are {keys}.")
 
 
 def per_sample_model_kwarg(name: str, shape: tuple[int, ...]) -> str:

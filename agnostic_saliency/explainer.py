@@ -9,8 +9,9 @@ attributions, which are reduced over the channel axis (unless a backend with
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -108,6 +109,9 @@ class GradientExplainer:
         probabilities, inputs cast to a lower precision.
     """
 
+    #: The provenance record of the last ``explain_dataset`` call (see docs/datasets.md).
+    last_provenance: dict[str, Any] | None = None
+
     def __init__(
         self,
         model: Any,
@@ -203,6 +207,60 @@ class GradientExplainer:
             indices = indices.copy()
         return maps, indices
 
+    def explain_batches(self, data: Any, targets: Any = None, *, batch_size: int | None = None,
+                        keys: Mapping[str, str] | None = None) -> Iterator[np.ndarray]:
+        """Yield the maps of each batch of ``data``, holding one batch at a time.
+
+        Parameters
+        ----------
+        data
+            An iterable of batches (a PyTorch ``DataLoader``, a ``tf.data.Dataset``, a
+            generator), or one array cut into batches of ``batch_size`` rows (NumPy,
+            a memmap, a Zarr array). A batch is an array or tensor, an ``(inputs,
+            targets)`` pair, or a mapping with ``"inputs"``, ``"targets"`` and ``"ids"``.
+        targets
+            For batches without targets: ``None`` (predicted class), an int, or one per
+            sample of the whole data.
+        batch_size
+            Rows per batch when an array is cut; default ``self.batch_size`` or 64.
+        keys
+            Other key names of mapping batches, e.g. ``{"inputs": "image"}``.
+
+        Seeded noise is drawn per sample from its global id (the batch's ``"ids"``,
+        else its running index), so maps never depend on the batching.
+        """
+        from agnostic_saliency.datasets import explain_batches
+
+        return explain_batches(self, data, targets, batch_size=batch_size, keys=keys)
+
+    def explain_dataset(self, data: Any, targets: Any = None, *,
+                        out: str | os.PathLike[str] | None = None, resume: bool = False,
+                        progress: bool | None = None, batch_size: int | None = None,
+                        keys: Mapping[str, str] | None = None) -> Any:
+        """Explain every sample of ``data`` (as in :meth:`explain_batches`) as one job.
+
+        Parameters
+        ----------
+        out
+            ``None``: return a NumPy array. ``"maps.npy"``: written under a temporary
+            name, renamed into place when complete; returns it memory-mapped.
+            ``"maps.zarr"``: a Zarr v3 store, one compressed chunk per batch; returns
+            the Zarr array.
+        resume
+            Complete an interrupted Zarr store: only missing chunks are computed; data
+            or definitions other than the store's are refused.
+        progress
+            ``False`` for silence; else a tqdm bar on a terminal, a line every few
+            percent in logs.
+
+        ``last_provenance`` then holds the provenance record (also stored in the Zarr
+        store's attributes, or beside the ``.npy`` file). See docs/datasets.md.
+        """
+        from agnostic_saliency.datasets import explain_dataset
+
+        return explain_dataset(self, data, targets, out=out, resume=resume, progress=progress,
+                               batch_size=batch_size, keys=keys)
+
     def _explain(self, inputs: Any, targets: Any, sample_offset: int, sample_ids: Any
                  ) -> tuple[np.ndarray, Run]:
         """The maps of ``inputs`` and the run that made them."""
@@ -223,8 +281,8 @@ class GradientExplainer:
             if run.dispatch is not None:  # no gradient was computed (a method without any)
                 run.finish_checks()
             dead = run.dead_samples()
-            if dead.size:
-                self._report_zero_samples(dead)
+            if dead.size:  # named by global id: a data set's absolute sample indices
+                self._report_zero_samples(ids[dead])
         finally:
             STRICT.reset(token)
         return maps, run

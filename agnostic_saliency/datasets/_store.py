@@ -185,6 +185,6 @@ def open_sink(out: str | os.PathLike[str] | None, resume: bool, samples: int | N
     if path.suffix == ".zarr":
         from agnostic_saliency.datasets._zarr import ZarrSink
 
-        return ZarrSink(path, resume, config)
+        return ZarrSink(path, resume, config, samples)
     raise ValueError(f"out={str(out)!r} has the suffix {path.suffix!r}; expected '.npy', "
                      "'.zarr', or out=None for an array in memory.")

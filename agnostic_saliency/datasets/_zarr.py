@@ -51,8 +51,10 @@ def _import_zarr() -> Any:
 class ZarrSink(Sink):
     """Maps written chunk by chunk into the Zarr v3 array at ``path``."""
 
-    def __init__(self, path: Path, resume: bool, config: dict[str, Any]) -> None:
+    def __init__(self, path: Path, resume: bool, config: dict[str, Any],
+                 samples: int | None = None) -> None:
         self.zarr = _import_zarr()
+        self.samples = samples
         self.path = path
         self.array: Any = None
         self.config = _comparable(config)
@@ -145,15 +147,17 @@ class ZarrSink(Sink):
         stop = start + len(maps)
         if self.array is None:
             self.array = self.zarr.create_array(
-                store=str(self.path), shape=(stop, *maps.shape[1:]), dtype=maps.dtype,
+                store=str(self.path), shape=(max(stop, self.samples or 0), *maps.shape[1:]),
+                dtype=maps.dtype,
                 chunks=(rows, *maps.shape[1:]), fill_value=0, zarr_format=3,
                 config={"write_empty_chunks": True})
+            fsync_path(self.path / "zarr.json")
             self.manifest["map"] = {"shape": list(maps.shape[1:]), "dtype": maps.dtype.str}
         else:
             self._check_map(start, maps)
-        if self.array.shape[0] < stop:
+        if self.array.shape[0] < stop:  # more samples than known at the start
             self.array.resize((stop, *maps.shape[1:]))
-        fsync_path(self.path / "zarr.json")
+            fsync_path(self.path / "zarr.json")
         self.array[start:stop] = maps
         chunk = self.path.joinpath("c", str(index), *("0" for _ in maps.shape[1:]))
         fsync_path(chunk)
@@ -181,6 +185,8 @@ class ZarrSink(Sink):
             raise ValueError(f"cannot complete {self.path}: it holds maps of {held} samples, "
                              f"the data has {samples}; resume with the data that began it, or "
                              "write to a new path.")
+        if self.array.shape[0] != samples:  # fewer samples than announced at the start
+            self.array.resize((samples, *self.array.shape[1:]))
         self.array.attrs["provenance"] = record
         fsync_path(self.path / "zarr.json")
         self.manifest["complete"] = True

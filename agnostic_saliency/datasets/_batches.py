@@ -59,12 +59,17 @@ def is_array(data: Any) -> bool:
         and len(tuple(shape)) >= 1
 
 
+def _rows_of(array: Any) -> int:
+    """The number of rows of an array (Zarr arrays have a shape but no ``len``)."""
+    return int(tuple(array.shape)[0])
+
+
 def _columns(data: Any, names: dict[str, str]) -> dict[str, Any] | None:
     """The columns of a whole data set given as one mapping or ``(inputs, targets)`` tuple."""
     if isinstance(data, Mapping) and names["inputs"] in data and is_array(data[names["inputs"]]):
         return {role: data[names[role]] for role in KEYS if names[role] in data}
     if isinstance(data, tuple) and len(data) == 2 and all(is_array(part) for part in data) \
-            and len(data[0]) == len(data[1]) and len(data[0]) > 0:
+            and _rows_of(data[0]) == _rows_of(data[1]) > 0:
         return {"inputs": data[0], "targets": data[1]}
     return None
 
@@ -72,10 +77,10 @@ def _columns(data: Any, names: dict[str, str]) -> dict[str, Any] | None:
 def sample_count(data: Any, keys: Mapping[str, str] | None = None) -> int | None:
     """How many samples ``data`` holds, if that is known before iterating it."""
     if is_array(data):
-        return len(data)
+        return _rows_of(data)
     columns = _columns(data, _keys(keys))
     if columns is not None:
-        return len(columns["inputs"])
+        return _rows_of(columns["inputs"])
     count = getattr(data, "num_samples", None)
     if isinstance(count, int):
         return count
@@ -151,8 +156,9 @@ def _release(array: Any, rows: slice) -> None:
 def _cut(columns: dict[str, Any], rows: int, targets: Any, backend: Any) -> Iterator[Any]:
     """Batches of ``rows`` rows of whole-data-set columns."""
     inputs = columns["inputs"]
-    for start in range(0, len(inputs), rows):
-        part = slice(start, min(start + rows, len(inputs)))
+    total = _rows_of(inputs)
+    for start in range(0, total, rows):
+        part = slice(start, min(start + rows, total))
         batch = {"inputs": to_numpy(inputs[part], backend)}
         if isinstance(inputs, np.memmap):  # a copy, so the map's pages can be let go
             batch["inputs"] = np.array(batch["inputs"])

@@ -166,6 +166,15 @@ class ZarrSink(Sink):
         self._save()
         self.kept += len(maps)
 
+    def abort(self) -> None:
+        """Count what the manifest on disk holds: an interruption may have come between
+        its replacement and this object's count."""
+        try:
+            on_disk = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+            self.kept = sum(count for count, _ in on_disk["chunks"].values())
+        except (OSError, ValueError, KeyError):
+            pass
+
     def _check_map(self, start: int, maps: np.ndarray) -> None:
         expected = self.manifest.get("map")
         found = {"shape": list(maps.shape[1:]), "dtype": maps.dtype.str}

@@ -140,16 +140,16 @@ def fingerprint(inputs: np.ndarray, targets: Any = None, ids: Any = None) -> str
     digest = hashlib.blake2b(digest_size=16)
     array = np.ascontiguousarray(inputs)
     digest.update(f"{array.shape}|{array.dtype.str}|".encode())
-    digest.update(memoryview(array).cast("B"))
+    digest.update(array.data.cast("B"))
     if targets is None or isinstance(targets, (int, np.integer)):
         digest.update(f"|targets={targets!r}".encode())
     else:
         labels = np.ascontiguousarray(targets)
         digest.update(f"|targets{labels.shape}|{labels.dtype.str}|".encode())
-        digest.update(memoryview(labels).cast("B"))
+        digest.update(labels.data.cast("B"))
     if ids is not None:
         digest.update(b"|ids|")
-        digest.update(memoryview(np.ascontiguousarray(ids, dtype=np.int64)).cast("B"))
+        digest.update(np.ascontiguousarray(ids, dtype=np.int64).data.cast("B"))
     return digest.hexdigest()
 
 

@@ -28,7 +28,7 @@ class Batch(NamedTuple):
     """One batch of a data source, ready for ``explain_with_targets``."""
 
     #: Position of the batch in the source (0, 1, ...).
-    index: int
+    position: int
     #: Running index of its first sample: the samples before it in the source.
     start: int
     inputs: np.ndarray
@@ -61,7 +61,7 @@ def is_array(data: Any) -> bool:
 
 def _rows_of(array: Any) -> int:
     """The number of rows of an array (Zarr arrays have a shape but no ``len``)."""
-    return int(tuple(array.shape)[0])
+    return int(next(iter(array.shape)))
 
 
 def _columns(data: Any, names: dict[str, str]) -> dict[str, Any] | None:

@@ -60,7 +60,7 @@ def _located(error: Exception, batch: Batch) -> Exception:
 def _explain(explainer: Any, batch: Batch) -> tuple[np.ndarray, Any]:
     """The maps and explained class indices of one batch; errors name its samples."""
     try:
-        return explainer.explain_with_targets(  # type: ignore[no-any-return]
+        return explainer.explain_with_targets(
             batch.inputs, batch.targets, sample_ids=batch.ids)
     except Exception as error:
         raise _located(error, batch) from error
@@ -136,9 +136,9 @@ class _Job:
         mark = fingerprint(batch.inputs, batch.targets, batch.ids)
         self.digest.update(mark.encode())
         self.rules.add(targets_rule(batch.targets))
-        if not self.sink.done(batch.index, batch.start, stop, mark):
+        if not self.sink.done(batch.position, batch.start, stop, mark):
             maps, _ = _explain(self.explainer, batch)
-            self.sink.write(batch.index, batch.start, maps, mark)
+            self.sink.write(batch.position, batch.start, maps, mark)
             self.dtype = maps.dtype
             self.sizes.add(count)
             used = getattr(self.explainer, "last_batch_sizes", None)

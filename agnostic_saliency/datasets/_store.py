@@ -123,7 +123,7 @@ class NpySink(Sink):
     def __init__(self, out: Path) -> None:
         self.out = out
         self.temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.partial")
-        self.file = open(self.temporary, "wb")  # noqa: SIM115 (closed in finish or abort)
+        self.file = open(self.temporary, "wb")  # closed in finish or abort
         self.file.seek(_NPY_DATA_OFFSET)
         self.first: np.ndarray | None = None
 
@@ -131,7 +131,7 @@ class NpySink(Sink):
         self._check_maps(start, maps, self.first)
         if self.first is None:
             self.first = maps[:0].copy()
-        self.file.write(memoryview(np.ascontiguousarray(maps)).cast("B"))
+        self.file.write(np.ascontiguousarray(maps).data.cast("B"))
         self.kept = start + len(maps)
 
     def finish(self, samples: int, record: dict[str, Any]) -> Any:

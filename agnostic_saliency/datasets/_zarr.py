@@ -92,11 +92,9 @@ class ZarrSink(Sink):
                              f"this version writes format {_FORMAT}: start a new store.")
         begun = self.manifest["config"]
         if begun != self.config:
-            changed = sorted(key for key in set(begun["definitions"]) |
-                             set(self.config["definitions"])
-                             if begun["definitions"].get(key) != self.config["definitions"].get(key))
-            what = ", ".join(f"{key}: {begun['definitions'].get(key)!r} -> "
-                             f"{self.config['definitions'].get(key)!r}" for key in changed)
+            old, new = begun["definitions"], self.config["definitions"]
+            changed = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+            what = ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in changed)
             if begun.get("method") != self.config.get("method") or \
                     begun.get("backend") != self.config.get("backend"):
                 what = (f"{begun.get('method')} on {begun.get('backend')} -> "

@@ -11,6 +11,7 @@ builds one for any explain call; ``explain_dataset`` stores it beside its output
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import platform
 import sys
@@ -65,6 +66,13 @@ def versions(backend_name: str | None = None) -> dict[str, str]:
     Frameworks are listed only when their module is in ``sys.modules`` (a model of
     theirs is being explained), so this never imports one.
     """
+    imported = frozenset(module for module in FRAMEWORK_DISTRIBUTIONS if module in sys.modules)
+    return dict(_versions(backend_name, imported))
+
+
+@functools.lru_cache(maxsize=16)
+def _versions(backend_name: str | None, imported: frozenset[str]) -> dict[str, str]:
+    """:func:`versions` for the frameworks ``imported``: installed metadata is read once."""
     found: dict[str, str | None] = {
         "python": platform.python_version(),
         "agnostic-saliency": _version("agnostic-saliency"),
@@ -75,7 +83,7 @@ def versions(backend_name: str | None = None) -> dict[str, str]:
             if entry.name == backend_name and entry.dist is not None:
                 found[entry.dist.name] = entry.dist.version
     for module, distributions in FRAMEWORK_DISTRIBUTIONS.items():
-        if module in sys.modules:
+        if module in imported:
             for distribution in distributions:
                 found[distribution] = _version(distribution)
     return {name: version for name, version in found.items() if version is not None}
@@ -90,9 +98,9 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.size <= _LISTED_VALUES:
             return value.tolist()
-        digest = hashlib.blake2b(np.ascontiguousarray(value).tobytes(), digest_size=8)
+        digest = hashlib.sha256(np.ascontiguousarray(value).data.cast("B"))
         return {"shape": list(value.shape), "dtype": str(value.dtype),
-                "blake2b": digest.hexdigest()}
+                "sha256": digest.hexdigest()[:16]}
     if isinstance(value, (list, tuple)):
         return [_json_value(item) for item in value]
     if isinstance(value, Mapping):
@@ -132,12 +140,14 @@ def targets_rule(targets: Any) -> str:
 
 
 def fingerprint(inputs: np.ndarray, targets: Any = None, ids: Any = None) -> str:
-    """A hash of the inputs' bytes, shape and dtype, the targets and the sample ids.
+    """A SHA-256 hash of the inputs' bytes, shape and dtype, the targets and the sample ids.
 
     Equal fingerprints mean the same inputs explained for the same targets (and
     the same noise streams); a chunk of maps is only reused under an equal one.
+    SHA-256 because processors hash it in hardware: the inputs are hashed once more
+    than they are read.
     """
-    digest = hashlib.blake2b(digest_size=16)
+    digest = hashlib.sha256()
     array = np.ascontiguousarray(inputs)
     digest.update(f"{array.shape}|{array.dtype.str}|".encode())
     digest.update(array.data.cast("B"))
@@ -150,7 +160,7 @@ def fingerprint(inputs: np.ndarray, targets: Any = None, ids: Any = None) -> str
     if ids is not None:
         digest.update(b"|ids|")
         digest.update(np.ascontiguousarray(ids, dtype=np.int64).data.cast("B"))
-    return digest.hexdigest()
+    return digest.hexdigest()[:32]
 
 
 def _device(explainer: Any) -> Any:

@@ -63,9 +63,12 @@ class Sink:
     #: Samples whose maps are durably kept (for a resumable sink) or held.
     kept = 0
 
-    def done(self, index: int, start: int, stop: int, fingerprint: str) -> bool:
-        """Whether the maps of this batch are kept already (a resumed store); else ``False``."""
+    def recorded(self, index: int) -> bool:
+        """Whether the maps of batch ``index`` are kept already (a resumed store)."""
         return False
+
+    def check(self, index: int, start: int, stop: int, fingerprint: str) -> None:
+        """Refuse a recorded batch whose samples or fingerprint differ from the record's."""
 
     def write(self, index: int, start: int, maps: np.ndarray, fingerprint: str) -> None:
         raise NotImplementedError

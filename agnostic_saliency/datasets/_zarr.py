@@ -126,11 +126,11 @@ class ZarrSink(Sink):
             self.manifest["last"] = index
         return rows
 
-    def done(self, index: int, start: int, stop: int, fingerprint: str) -> bool:
-        entry = self.manifest["chunks"].get(str(index))
-        if entry is None:
-            return False
-        count, recorded = entry
+    def recorded(self, index: int) -> bool:
+        return str(index) in self.manifest["chunks"]
+
+    def check(self, index: int, start: int, stop: int, fingerprint: str) -> None:
+        count, recorded = self.manifest["chunks"][str(index)]
         rows = self.manifest["rows"]
         if recorded != fingerprint or start != index * rows or stop - start != count:
             raise ValueError(
@@ -138,7 +138,6 @@ class ZarrSink(Sink):
                 f"from the inputs or targets its chunk {index} was computed from (fingerprint "
                 f"{fingerprint[:12]} against {recorded[:12]}); resume with the data that "
                 "began the store, or write to a new path. Nothing was merged.")
-        return True
 
     def write(self, index: int, start: int, maps: np.ndarray, fingerprint: str) -> None:
         rows = self._chunk_rows(index, start, len(maps))

@@ -211,6 +211,9 @@ class GradientExplainer:
                         keys: Mapping[str, str] | None = None) -> Iterator[np.ndarray]:
         """Yield the maps of each batch of ``data``, holding one batch at a time.
 
+        Seeded noise is drawn per sample from its global id (the batch's ``"ids"``,
+        else its running index), so maps never depend on the batching.
+
         Parameters
         ----------
         data
@@ -226,8 +229,10 @@ class GradientExplainer:
         keys
             Other key names of mapping batches, e.g. ``{"inputs": "image"}``.
 
-        Seeded noise is drawn per sample from its global id (the batch's ``"ids"``,
-        else its running index), so maps never depend on the batching.
+        Returns
+        -------
+        Iterator[numpy.ndarray]
+            The maps of each batch, in order.
         """
         from agnostic_saliency.datasets import explain_batches
 
@@ -239,8 +244,13 @@ class GradientExplainer:
                         keys: Mapping[str, str] | None = None) -> Any:
         """Explain every sample of ``data`` (as in :meth:`explain_batches`) as one job.
 
+        ``last_provenance`` then holds the provenance record (also stored in the Zarr
+        store's attributes, or beside the ``.npy`` file). See docs/datasets.md.
+
         Parameters
         ----------
+        data, targets, batch_size, keys
+            As in :meth:`explain_batches`.
         out
             ``None``: return a NumPy array. ``"maps.npy"``: written under a temporary
             name, renamed into place when complete; returns it memory-mapped.
@@ -253,8 +263,10 @@ class GradientExplainer:
             ``False`` for silence; else a tqdm bar on a terminal, a line every few
             percent in logs.
 
-        ``last_provenance`` then holds the provenance record (also stored in the Zarr
-        store's attributes, or beside the ``.npy`` file). See docs/datasets.md.
+        Returns
+        -------
+        numpy.ndarray or zarr.Array
+            The maps: in memory, the ``.npy`` file memory-mapped, or the Zarr array.
         """
         from agnostic_saliency.datasets import explain_dataset
 

@@ -181,6 +181,8 @@ def run_explain(args: argparse.Namespace) -> Path:
                        std=normalize[1], grayscale=args.grayscale,
                        targets_from_folders=args.targets == "folders",
                        batch_size=args.batch_size)
+    if not isinstance(data, ImageFolder) and (len(data.shape) == 0 or data.shape[0] == 0):
+        raise ValueError(messages.no_inputs(args.inputs))
     targets = _targets(args.targets, data)
     maps = explain_dataset(explainer, data, targets, out=out, resume=args.resume,
                            progress=False if args.quiet else None, batch_size=args.batch_size)

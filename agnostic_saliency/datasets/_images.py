@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from agnostic_saliency import messages
+
 __all__ = ["IMAGE_SUFFIXES", "ImageFolder"]
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -64,8 +66,8 @@ class ImageFolder:
         self.files = sorted(path for path in self.folder.rglob("*")
                             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
         if not self.files:
-            raise ValueError(f"no images in {self.folder} or its sub-folders (suffixes "
-                             f"{', '.join(IMAGE_SUFFIXES)}); check the path.")
+            raise ValueError(messages.no_images(f"{self.folder} or its sub-folders",
+                                                IMAGE_SUFFIXES))
         if layout not in ("nchw", "nhwc"):
             raise ValueError(f"layout={layout!r}; expected 'nchw' or 'nhwc'.")
         self.layout = layout
@@ -119,7 +121,8 @@ class ImageFolder:
             raise ValueError(
                 f"image {first + odd} ({self.files[first + odd]}) is "
                 f"{shapes[odd][0]}x{shapes[odd][1]}, image {first} ({self.files[first].name}) "
-                f"{shapes[0][0]}x{shapes[0][1]}; pass --size H W to resize every image.")
+                f"{shapes[0][0]}x{shapes[0][1]}; pass --size H W to resize every image. "
+                + messages.images_differ(str(self.folder), sorted(set(shapes))))
         batch = np.stack(images)
         if self.mean is not None:
             batch -= self.mean

@@ -195,3 +195,18 @@ def test_resume_and_npy_are_refused_with_the_next_step(tmp_path: Path) -> None:
         explainer.explain_dataset(x, out=tmp_path / "m.npy", resume=True)
     with pytest.raises(ValueError, match="expected '.npy', '.zarr'"):
         explainer.explain_dataset(x, out=tmp_path / "m.h5")
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar_with_rate_and_eta() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    progress = Progress(None, 100, stream)
+    progress.update(40)
+    progress.update(60)
+    progress.close()
+    text = stream.getvalue()
+    assert "100/100" in text and "sample/s" in text and "<" in text  # elapsed<remaining
+    assert "agnostic-saliency:" not in text  # no log lines on a terminal

@@ -74,6 +74,10 @@ class ZarrSink(Sink):
             if (path / "zarr.json").exists():
                 self.array = self.zarr.open_array(str(path), mode="r+",
                                                   config={"write_empty_chunks": True})
+                # Interrupted between creating the array and recording its first chunk:
+                # the array's chunks fix the batch size.
+                if self.manifest["rows"] is None:
+                    self.manifest["rows"] = int(self.array.chunks[0])
         else:
             path.mkdir(parents=True, exist_ok=True)
             self.manifest = {"format": _FORMAT, "config": self.config, "rows": None,

@@ -1,33 +1,41 @@
-"""``agnostic-saliency explain``: saved models and inputs in, a memory-mapped ``.npy`` out.
+"""``agnostic-saliency explain``: a saved model and a data set in, maps out (.npy or Zarr).
 
 A saved model is loaded by the installed backend that reads its format (the
 optional backend members ``can_load`` and ``load_model``), so this module imports
-no framework, and a plugin can add formats. Maps are
-streamed batch by batch into ``np.lib.format.open_memmap``, so memory is bounded
-by ``--batch-size``, not by the number of inputs.
+no framework, and a plugin can add formats. The data (a memory-mapped ``.npy``,
+an ``.npz`` array, a Zarr array, or a folder of images) is explained batch by
+batch by :func:`agnostic_saliency.datasets.explain_dataset`: memory is bounded by
+``--batch-size``, and a ``.zarr`` output resumes with ``--resume``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import inspect
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agnostic_saliency import messages, methods
+from agnostic_saliency.datasets import explain_dataset, iter_batches
+from agnostic_saliency.datasets._images import ImageFolder
+from agnostic_saliency.explainer import GradientExplainer
 from agnostic_saliency.registry import get_backend, list_backends
 from agnostic_saliency.saliency import Saliency
 
-__all__ = ["load_inputs", "load_model", "run_explain"]
+__all__ = ["METHOD_OPTIONS", "load_inputs", "load_model", "make_explainer", "run_explain"]
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-_METHODS = {
+_METHODS: dict[str, type[GradientExplainer]] = {
     "saliency": Saliency, "gradientinput": methods.GradientInput,
     "smoothgrad": methods.SmoothGrad, "squaregrad": methods.SquareGrad,
     "vargrad": methods.VarGrad, "integratedgradients": methods.IntegratedGradients,
 }
+#: Command-line option -> the method's parameter it sets.
+METHOD_OPTIONS = {"nb_samples": "nb_samples", "noise": "noise", "steps": "steps",
+                  "baseline": "baseline_value", "preset": "preset", "reducer": "reducer",
+                  "seed": "seed"}
 
 
 def load_model(path: str) -> tuple[Any, str]:
@@ -58,103 +66,141 @@ def _backends() -> list[Any]:
                   key=lambda backend: -backend.priority)
 
 
-def load_inputs(path: str, key: str | None = None) -> np.ndarray:
-    """Inputs from ``.npy`` (memory-mapped), ``.npz`` or a folder of images (float32 in [0, 1])."""
+def _is_zarr(location: Path) -> bool:
+    return location.suffix == ".zarr" or (location / "zarr.json").exists() \
+        or (location / ".zarray").exists() or (location / ".zgroup").exists()
+
+
+def _open_zarr(location: Path, key: str | None) -> Any:
+    from agnostic_saliency.datasets._zarr import _import_zarr
+
+    found = _import_zarr().open(str(location), mode="r")
+    if hasattr(found, "shape"):
+        return found
+    names = sorted(name for name, _ in found.arrays())
+    return _pick(names, key, str(location), lambda name: found[name])
+
+
+def _pick(names: list[str], key: str | None, path: str, get: Any) -> Any:
+    """The array named ``key`` among ``names``; the only one if there is one; else an error."""
+    if key is not None:
+        if key not in names:
+            raise KeyError(messages.npz_key_missing(key, path, names))
+        return get(key)
+    if len(names) == 1:
+        return get(names[0])
+    raise ValueError(f"{path} holds {len(names)} arrays ({', '.join(names)}); pass --key NAME "
+                     "to choose the inputs.")
+
+
+def load_inputs(path: str, key: str | None = None, **images: Any) -> Any:
+    """The data at ``path``: a memory-mapped ``.npy``, an ``.npz`` array, a Zarr array, or
+    an :class:`~agnostic_saliency.datasets._images.ImageFolder` (``images`` are its options)."""
     location = Path(path)
     if not location.exists():
         raise FileNotFoundError(messages.path_missing("inputs", path))
+    if _is_zarr(location):
+        return _open_zarr(location, key)
     if location.is_dir():
-        return _load_images(location)
+        return ImageFolder(location, **images)
     if location.suffix == ".npy":
         return np.load(location, mmap_mode="r")
     if location.suffix == ".npz":
         with np.load(location) as data:
-            name = key or ("inputs" if "inputs" in data.files else data.files[0])
-            if name not in data.files:
-                raise KeyError(messages.npz_key_missing(name, path, data.files))
-            return data[name]
+            return _pick(list(data.files), key, path, lambda name: data[name])
     raise ValueError(messages.unknown_inputs_format(location.suffix))
 
 
-def _load_images(folder: Path) -> np.ndarray:
-    from PIL import Image
-
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(messages.no_images(str(folder), sorted(_IMAGE_SUFFIXES)))
-    arrays = [np.asarray(Image.open(file).convert("RGB"), dtype=np.float32) / 255 for file in files]
-    shapes = {array.shape for array in arrays}
-    if len(shapes) > 1:
-        raise ValueError(messages.images_differ(str(folder), sorted(shapes)))
-    return np.stack(arrays)
-
-
-def _targets(spec: str | None, n: int) -> Any:
+def _targets(spec: str | None, data: Any) -> Any:
     if spec is None or spec == "predicted":
         return None
+    if spec == "folders":
+        if not isinstance(data, ImageFolder):
+            raise ValueError("--targets folders takes the classes from the sub-folders of a "
+                             "folder of images; for arrays pass an int or a .npy file.")
+        return None  # the folder's batches bring their labels
     if spec.lstrip("-").isdigit():
         return int(spec)
-    targets = np.load(spec)
+    targets = np.load(spec, mmap_mode="r")
+    n = data.num_samples if isinstance(data, ImageFolder) else int(data.shape[0])
     if len(targets) != n:
         raise ValueError(messages.targets_file_length(spec, len(targets), n))
     return targets
 
 
+def make_explainer(args: argparse.Namespace, model: Any, backend: str) -> GradientExplainer:
+    """The explainer that ``--method`` and the method options ask for."""
+    method = _METHODS[args.method]
+    accepted = inspect.signature(method).parameters
+    options: dict[str, Any] = {"backend": args.backend or backend,
+                               "batch_size": args.batch_size, "strict": args.strict,
+                               "channel_axis": args.channel_axis}
+    for option, parameter in METHOD_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value is None:
+            continue
+        if parameter not in accepted:
+            raise ValueError(f"--{option.replace('_', '-')} does not apply to --method "
+                             f"{args.method}; drop it or choose a method that takes it.")
+        options[parameter] = None if value == "none" else value
+    if "seed" in accepted and options.get("seed") is None:
+        options["seed"] = 0  # reproducible maps, and a resumable store
+    return method(model, **options)
+
+
+def _check_png_folder(folder: Path) -> None:
+    """Fail now, before any work, if PNGs cannot be written to ``folder``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OSError(f"--png {folder}: cannot write there ({error.strerror or error}); "
+                      "choose a writable folder.") from None
+
+
+def _layout(explainer: GradientExplainer, requested: str | None) -> str:
+    if requested is not None:
+        return requested
+    axis = explainer.backend.model_channel_axis(explainer.model, 4)
+    return "nchw" if (explainer.backend.channel_axis if axis is None else axis) == 1 else "nhwc"
+
+
 def run_explain(args: argparse.Namespace) -> Path:
     """Explain ``args.inputs`` with the model ``args.model``; write maps to ``args.out``."""
-    model, backend = load_model(args.model)
-    inputs = load_inputs(args.inputs, args.key)
-    targets = _targets(args.targets, len(inputs))
-    options: dict[str, Any] = {"backend": args.backend or backend, "batch_size": args.batch_size,
-                               "channel_axis": args.channel_axis, "strict": args.strict}
-    if args.method in ("smoothgrad", "squaregrad", "vargrad"):
-        options["seed"] = args.seed
-    explainer = _METHODS[args.method](model, **options)
     out = Path(args.out)
-    maps = _stream(explainer, inputs, targets, out, args.batch_size, not args.quiet)
+    if out.suffix not in (".npy", ".zarr"):
+        raise ValueError(f"--out {args.out}: expected a .npy file or a .zarr store.")
     if args.png:
-        axis = explainer.channel_axis
-        _write_pngs(maps, inputs, Path(args.png),
-                    explainer.backend.channel_axis if axis is None else axis)
+        _check_png_folder(Path(args.png))
+    model, backend = load_model(args.model)
+    explainer = make_explainer(args, model, backend)
+    normalize = args.normalize or (None, None)
+    data = load_inputs(args.inputs, args.key, layout=_layout(explainer, args.layout),
+                       size=tuple(args.size) if args.size else None, mean=normalize[0],
+                       std=normalize[1], grayscale=args.grayscale,
+                       targets_from_folders=args.targets == "folders",
+                       batch_size=args.batch_size)
+    if not isinstance(data, ImageFolder) and (len(data.shape) == 0 or data.shape[0] == 0):
+        raise ValueError(messages.no_inputs(args.inputs))
+    targets = _targets(args.targets, data)
+    maps = explain_dataset(explainer, data, targets, out=out, resume=args.resume,
+                           progress=False if args.quiet else None, batch_size=args.batch_size)
+    if args.png:
+        _write_pngs(explainer, maps, data, Path(args.png), args.batch_size)
     return out
 
 
-def _stream(explainer: Any, inputs: np.ndarray, targets: Any, out: Path, batch_size: int,
-            progress: bool) -> np.ndarray:
-    n = len(inputs)
-    maps: np.ndarray | None = None
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        batch_targets = targets[start:stop] if isinstance(targets, np.ndarray) else targets
-        part, _ = explainer.explain_with_targets(np.asarray(inputs[start:stop]), batch_targets,
-                                                 sample_offset=start)
-        if maps is None:
-            maps = np.lib.format.open_memmap(out, mode="w+", dtype=part.dtype,
-                                             shape=(n, *part.shape[1:]))
-        maps[start:stop] = part
-        if progress:
-            _progress(stop, n)
-    if maps is None:
-        raise ValueError(messages.no_inputs(str(out)))
-    maps.flush()  # type: ignore[attr-defined]
-    return maps
-
-
-def _progress(done: int, total: int, width: int = 30) -> None:
-    filled = width * done // total
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
-def _write_pngs(maps: np.ndarray, inputs: np.ndarray, folder: Path, channel_axis: int) -> None:
+def _write_pngs(explainer: GradientExplainer, maps: Any, data: Any, folder: Path,
+                batch_size: int) -> None:
     from agnostic_saliency.plots import plot_attributions, save
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for index in range(len(maps)):
-        image = np.asarray(inputs[index])
-        figure = plot_attributions(maps[index:index + 1],
-                                   image[None] if image.ndim == 3 else None,
-                                   channel_axis=channel_axis)
-        save(figure, folder / f"{index:05d}.png")  # type: ignore[arg-type]
+    axis = explainer.channel_axis
+    channel_axis = explainer.backend.channel_axis if axis is None else axis
+    for batch in iter_batches(data, explainer.backend, batch_size=batch_size):
+        part = np.asarray(maps[batch.start:batch.start + len(batch.inputs)])
+        for offset, image in enumerate(batch.inputs):
+            figure = plot_attributions(part[offset:offset + 1],
+                                       image[None] if image.ndim == 3 else None,
+                                       channel_axis=channel_axis)
+            save(figure, folder / f"{batch.start + offset:05d}.png")  # type: ignore[arg-type]

@@ -67,8 +67,9 @@ def _is_floating(dtype: np.dtype) -> bool:
     return dtype.kind == "f" or np.issubdtype(dtype, np.floating) or dtype.name == "bfloat16"
 
 
-def check_finite(array: np.ndarray) -> None:
-    """Raise ``ValueError`` naming the count and first sample of non-finite values.
+def check_finite(array: np.ndarray, ids: np.ndarray | None = None) -> None:
+    """Raise ``ValueError`` naming the count and first sample of non-finite values (by
+    its global id in ``ids`` where given).
 
     A finite sum proves every value finite (a NaN or an infinity makes it NaN or
     infinite); only when it is not, or on overflow, does the exact test run.
@@ -82,6 +83,7 @@ def check_finite(array: np.ndarray) -> None:
         return
     bad = ~finite
     first = int(np.argmax(bad.reshape(len(array), -1).any(axis=1)))
+    first = first if ids is None else int(ids[first])
     raise ValueError(messages.inputs_not_finite(int(bad.sum()), first))
 
 

@@ -84,12 +84,13 @@ class Run:
         ids = np.arange(len(self.x))[samples] if isinstance(samples, slice) else samples
         gradient = self._call(points, targets, magnitude, ids)
         backend = self.explainer.backend.name
+        named = self.state["sample_ids"][ids] if "sample_ids" in self.state else ids
         if magnitude is None:
-            gradient, nonzero = check_gradient(gradient, points.shape, backend, samples,
+            gradient, nonzero = check_gradient(gradient, points.shape, backend, named,
                                                absolute)
         else:
             shape = reduced_shape(points.shape, magnitude[1], magnitude[0])
-            gradient, nonzero = check_gradient(gradient, shape, backend, samples,
+            gradient, nonzero = check_gradient(gradient, shape, backend, named,
                                                nonnegative=True)
         if nonzero is True:
             self._alive[samples] = True
@@ -182,7 +183,7 @@ class Run:
         if self.unchecked:
             self.unchecked = False
             self.checks_failed = True
-            check_finite(self.x)
+            check_finite(self.x, self.state.get("sample_ids"))
             if self.plan is not None:
                 self.plan.check_range()
             self.checks_failed = False

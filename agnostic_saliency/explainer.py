@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency._inputs import as_input_array, resolve_channel_axis
+from agnostic_saliency._dataset_methods import DatasetMethods
+from agnostic_saliency._inputs import as_input_array, check_finite, resolve_channel_axis
 from agnostic_saliency._memory import (
     AUTO,
     BatchSize,
@@ -71,7 +72,7 @@ class Layout(NamedTuple):
     sample_bytes: int
 
 
-class GradientExplainer(SeveralInputs, TargetsAndOutputs):
+class GradientExplainer(SeveralInputs, TargetsAndOutputs, DatasetMethods):
     """Base class of the explainers: validation, batching, reduction, assembly.
 
     Parameters
@@ -127,6 +128,9 @@ class GradientExplainer(SeveralInputs, TargetsAndOutputs):
         Short form of ``output_selector`` for a dict or Hugging Face output:
         ``output="logits"``.
     """
+
+    #: The library whose definitions a method reproduces (``preset=``), if any.
+    preset: str | None = None
 
     def __init__(
         self,
@@ -256,26 +260,29 @@ class GradientExplainer(SeveralInputs, TargetsAndOutputs):
             structure = self._structure(inputs)
             overlap = (self.backend.asynchronous and not self.options.allow_training_mode
                        and structure is None)
-            x = (as_input_array(inputs, self.backend, check=not overlap) if structure is None
+            x = (as_input_array(inputs, self.backend, check=False) if structure is None
                  else self._x_of(structure))
+            ids = _sample_ids(sample_ids, sample_offset, len(x))
+            if not overlap:
+                check_finite(x, ids)
             layout = self._layout(x, structure)
-            run = self._start(x, layout, targets, overlap, structure)
-            run.state["sample_ids"] = _sample_ids(sample_ids, sample_offset, len(x))
+            run = self._start(x, layout, targets, overlap, structure, ids)
             maps = self._compute(run)
             if structure is not None and structure.layer is None:
                 maps = self._entry_maps(maps, structure)
             run.finish_checks()  # a method that computed no gradient
             self.last_batch_sizes = run.call_sizes
             dead = run.dead_samples()
-            if dead.size:
-                self._report_zero_samples(dead)
+            if dead.size:  # named by global id: a data set's absolute sample indices
+                self._report_zero_samples(run.state["sample_ids"][dead])
         finally:
             STRICT.reset(token)
         return maps, run
 
     def _start(self, x: np.ndarray, layout: Layout, targets: Any, overlap: bool,
-               structure: Structure | None) -> Run:
-        """The run of ``x``: targets resolved, chunk sizes chosen."""
+               structure: Structure | None, ids: np.ndarray) -> Run:
+        """The run of ``x`` (whose samples' global ids are ``ids``): targets resolved,
+        chunk sizes chosen."""
         model_batch = self._model_batch(layout, len(x) * self._points_per_sample())
         if self.operator is not None:
             run = Run(self, x, layout, raw_targets=self._operator_targets(x, targets),
@@ -286,6 +293,7 @@ class GradientExplainer(SeveralInputs, TargetsAndOutputs):
             defer = overlap and self.backend.class_index_targets
             plan = self._plan(x, targets, model_batch, structure, check_range=not defer)
             run = Run(self, x, layout, plan=plan, unchecked=overlap, structure=structure)
+        run.state["sample_ids"] = ids
         run.model_batch = model_batch
         run.pad_to = (self.batch_size if isinstance(self.batch_size, int) and structure is None
                       and not self.options.allow_training_mode else None)

@@ -103,6 +103,7 @@ class Saliency(GradientExplainer):
                          attribute=attribute, model_kwargs=model_kwargs, layer=layer,
                          output=output)
         self.absolute = bool(definitions["absolute"])
+        self.preset = preset
 
     def _attribute(self, run: Run, rows: slice) -> np.ndarray:
         # A backend that can reduces |gradient| itself (on a GPU, before the copy back).

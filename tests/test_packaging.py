@@ -96,11 +96,11 @@ def test_wheel_declares_no_backend_and_its_entry_points_resolve(wheel: zipfile.Z
                 f"entry point {name} = {target} ({group}) names a module missing from the wheel"
 
 
-def test_wheel_depends_on_numpy_only(wheel: zipfile.ZipFile) -> None:
+def test_wheel_depends_on_numpy_and_tqdm_only(wheel: zipfile.ZipFile) -> None:
     metadata = Parser().parsestr(_dist_info(wheel, "METADATA"))
     required = [line for line in metadata.get_all("Requires-Dist") or []
                 if "extra ==" not in line]
-    assert [re.split(r"[\s<>=!~;\[]", line)[0] for line in required] == ["numpy"]
+    assert [re.split(r"[\s<>=!~;\[]", line)[0] for line in required] == ["numpy", "tqdm"]
 
 
 def _installed(module: str) -> bool:

@@ -40,6 +40,7 @@ class GradientInput(GradientExplainer):
 
     def __init__(self, model: Any, *, reducer: Any = DEFAULT, absolute: bool = DEFAULT,
                  preset: str | None = None, **options: Any) -> None:
+        self.preset = preset
         reducer = layer_reducer(reducer, options)
         definitions = resolve_definitions("GradientInput", _PRESETS, preset,
                                           {"reducer": reducer, "absolute": absolute})

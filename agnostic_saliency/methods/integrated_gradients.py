@@ -120,6 +120,7 @@ class IntegratedGradients(PerturbationExplainer):
                  quadrature: Quadrature = DEFAULT, reducer: Any = DEFAULT,
                  multiply_by_inputs: bool = True, preset: str | None = None,
                  **options: Any) -> None:
+        self.preset = preset
         reducer = layer_reducer(reducer, options)
         definitions = resolve_definitions(
             "IntegratedGradients", _PRESETS, preset,

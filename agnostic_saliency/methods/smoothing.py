@@ -112,6 +112,7 @@ class SmoothGrad(_NoisyExplainer):
                  noise_scale: NoiseScale = DEFAULT, average: Average = DEFAULT,
                  reducer: Any = DEFAULT, preset: str | None = None, seed: int | None = None,
                  **options: Any) -> None:
+        self.preset = preset
         reducer = layer_reducer(reducer, options)
         definitions = resolve_definitions(
             type(self).__name__, self._presets(), preset,
@@ -204,6 +205,7 @@ class VarGrad(_NoisyExplainer):
                  noise_scale: NoiseScale = DEFAULT, variance_of: str = DEFAULT,
                  ddof: int = DEFAULT, reducer: Any = DEFAULT, preset: str | None = None,
                  seed: int | None = None, **options: Any) -> None:
+        self.preset = preset
         reducer = layer_reducer(reducer, options)
         definitions = resolve_definitions(
             "VarGrad", _VARGRAD_PRESETS, preset,

@@ -41,7 +41,10 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _rows(explainer: Any, batch_size: int | None) -> int:
-    return batch_size or getattr(explainer, "batch_size", None) or DEFAULT_ROWS
+    """Rows per batch cut from an array: the given number, the explainer's explicit
+    batch size, or the default (the explainer's ``"auto"`` then sizes its own chunks)."""
+    own = getattr(explainer, "batch_size", None)
+    return batch_size or (own if isinstance(own, int) else None) or DEFAULT_ROWS
 
 
 def _located(error: Exception, batch: Batch) -> Exception:

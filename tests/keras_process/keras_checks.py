@@ -19,10 +19,14 @@ from agnostic_saliency_keras import trace_count
 from agnostic_saliency import Saliency, get_backend
 from agnostic_saliency.backend import CallOptions
 from agnostic_saliency.messages import SaliencyWarning
-from agnostic_saliency.testing import ModelSpec, NumpyModel
-from keras_process.keras_models import build_keras_model, shared_keras_model
+from agnostic_saliency.testing import ModelSpec, NumpyModel, make_spec
+from keras_process.keras_models import (
+    build_channels_first_cnn,
+    build_keras_model,
+    shared_keras_model,
+)
 
-__all__ = ["KerasChecks"]
+__all__ = ["KerasChecks", "channels_first_batch_norm"]
 
 
 class KerasChecks:
@@ -248,3 +252,78 @@ class KerasChecks:
         del model
         gc.collect()
         assert reference() is None
+
+    # --- channels-first images (issue 25 item 1) --------------------------------------
+
+    def _channels_first(self) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+        """A channels-first ``Conv2D`` model, its spec, inputs ``(5, 3, 7, 6)`` and the
+        exact signed gradient for targets ``[0, 1, 2, 1, 0]``."""
+        spec = make_spec("cnn", layout="channels_first")
+        x, targets = self.inputs(spec), np.array([0, 1, 2, 1, 0])
+        exact = self.exact_gradient(spec, x, self.one_hot(targets, spec.n_outputs))
+        return build_channels_first_cnn(spec), targets, x, exact
+
+    def test_model_channel_axis_comes_from_the_layers(self) -> None:
+        import keras
+
+        backend = self.resolved_backend()
+        first = build_channels_first_cnn(make_spec("cnn", layout="channels_first"))
+        last = build_keras_model(self.spec("cnn"))
+        assert backend.model_channel_axis(first, 4) == 1
+        assert backend.model_channel_axis(last, 4) == -1
+        assert backend.model_channel_axis(build_keras_model(self.spec("mlp")), 4) is None
+        assert backend.model_channel_axis(first, 2) is None  # no channels in a vector
+        nested = keras.Sequential([keras.Input((3, 7, 6)), first])
+        assert backend.model_channel_axis(nested, 4) == 1
+        moved = keras.Sequential([keras.Input((7, 6, 3)), keras.layers.Permute((3, 1, 2)),
+                                  first])
+        assert backend.model_channel_axis(moved, 4) is None  # its layers see another layout
+
+    def test_channels_first_conv_gradient_is_exact(self) -> None:
+        from agnostic_saliency_keras import KerasBackend
+
+        model, targets, x, exact = self._channels_first()
+        # XLA: TensorFlow's CPU kernels have no NCHW convolution; XLA's do.
+        backend = KerasBackend(jit_compile=True)
+        gradient = backend.gradient(model, x, targets, None, CallOptions())
+        scale = float(np.abs(exact).max())
+        self.assert_close(gradient, exact, scale=scale)
+        self.assert_close(np.abs(gradient).max(axis=1), np.abs(exact).max(axis=1), scale=scale)
+
+    def test_channels_first_maps_end_to_end(self) -> None:
+        """LEAD VERIFIES AFTER MERGE: needs the frontend to ask
+        ``backend.model_channel_axis(model, x.ndim)`` when no ``channel_axis`` is given;
+        fails before that (the maps are then reduced over the last axis).
+
+        TensorFlow's CPU kernels have no NCHW convolution, so on Keras' TensorFlow
+        backend the channels-first model is a ``BatchNormalization(axis=1)`` network.
+        """
+        if self.framework == "tensorflow":
+            model, targets, x, exact = channels_first_batch_norm()
+        else:
+            model, targets, x, exact = self._channels_first()
+        maps = Saliency(model).explain(x, targets)
+        assert maps.shape == (x.shape[0], *x.shape[2:])
+        self.assert_close(maps, np.abs(exact).max(axis=1), scale=float(np.abs(exact).max()))
+
+
+def channels_first_batch_norm() -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """``BatchNormalization(axis=1)``, ``Flatten``, ``Dense`` on ``(5, 3, 7, 6)`` inputs, with
+    targets and the exact signed gradient: each dense column, reshaped to ``(3, 7, 6)``,
+    times each channel's ``gamma / sqrt(variance + epsilon)``."""
+    import keras
+
+    rng = np.random.default_rng(3)
+    gamma, beta = rng.uniform(0.5, 2.0, 3), rng.normal(size=3)
+    mean, variance = rng.normal(size=3), rng.uniform(0.5, 2.0, 3)
+    weight, bias = rng.normal(size=(3 * 7 * 6, 3)) / 10, rng.normal(size=3)
+    model = keras.Sequential([keras.Input((3, 7, 6)), keras.layers.BatchNormalization(axis=1),
+                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    norm = model.layers[0]
+    norm.set_weights([value.astype(np.float32) for value in (gamma, beta, mean, variance)])
+    model.layers[-1].set_weights([weight.astype(np.float32), bias.astype(np.float32)])
+    x = np.random.default_rng(1).normal(size=(5, 3, 7, 6)).astype(np.float32)
+    targets = np.array([0, 1, 2, 1, 0])
+    scale = gamma / np.sqrt(variance + norm.epsilon)
+    exact = weight[:, targets].T.reshape(5, 3, 7, 6) * scale[None, :, None, None]
+    return model, targets, x, exact

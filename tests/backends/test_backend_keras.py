@@ -128,22 +128,27 @@ class TestKerasOnTorch:
 class TestKerasBackendInternals:
     """The function cache, out-of-memory errors, and detection without importing Keras."""
 
-    def test_compiled_functions_live_in_the_core_cache_and_die_with_their_model(self) -> None:
+    def test_compiled_functions_live_in_a_bounded_cache_and_die_with_their_model(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
         import keras
         from agnostic_saliency_keras import _tf
 
         if keras.backend.backend() != "tensorflow":
             pytest.skip("Keras runs on another backend in this process")
         assert isinstance(_tf._functions, BoundedCache)
-        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-        before = len(_tf._functions)
+        cache: BoundedCache[Any] = BoundedCache(2)
+        monkeypatch.setattr(_tf, "_functions", cache)
+        models = [keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]) for _ in range(3)]
         x = np.ones((2, 3), np.float32)
         for _ in range(2):
-            Saliency(model).explain(x, 1)
-        assert len(_tf._functions) == before + 1  # one function for one signature
-        del model
+            Saliency(models[0]).explain(x, 1)
+        assert len(cache) == 1  # one function for one signature, reused
+        Saliency(models[1]).explain(x, 1)
+        Saliency(models[2]).explain(x, 1)
+        assert len(cache) == 2  # bounded: the least recently used model's function went
+        del models[1]
         gc.collect()
-        assert len(_tf._functions) == before
+        assert len(cache) == 1  # the collected model's function went with it
 
     def test_out_of_memory_errors_are_recognised(self) -> None:
         import tensorflow as tf

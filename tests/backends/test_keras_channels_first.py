@@ -19,14 +19,14 @@ import pytest
 
 from agnostic_saliency import Saliency, get_backend
 from agnostic_saliency.backend import CallOptions
-from agnostic_saliency.testing import make_spec
+from agnostic_saliency.testing import NumpyModel, make_spec
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from agnostic_saliency_keras import KerasBackend  # noqa: E402
 from keras_process.keras_checks import channels_first_batch_norm  # noqa: E402
-from keras_process.keras_models import build_channels_first_cnn  # noqa: E402
+from keras_process.keras_models import CHANNELS_FIRST_SIZE, build_channels_first_cnn  # noqa: E402
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                 reason="Keras runs on another backend in this process")
@@ -48,14 +48,17 @@ def _tape_gradient(model: Any, x: np.ndarray, targets: np.ndarray, xla: bool) ->
 def test_conv2d_channels_first_declares_axis_1_and_reduces_over_it() -> None:
     spec = make_spec("cnn", layout="channels_first")
     model, backend = build_channels_first_cnn(spec), KerasBackend(jit_compile=True)
-    x, targets = np.random.default_rng(1).normal(size=(4, 3, 7, 6)).astype(np.float32), \
-        np.array([0, 2, 1, 2])
+    x = np.random.default_rng(1).normal(size=(4, 3, *CHANNELS_FIRST_SIZE)).astype(np.float32)
+    targets = np.array([0, 2, 1, 2])
     assert get_backend("keras").model_channel_axis(model, x.ndim) == 1
     gradient = backend.gradient(model, x, targets, None, CallOptions())
     tape = _tape_gradient(model, x, targets, xla=True)
+    exact = NumpyModel(spec.cast(np.float64)).input_gradient(x.astype(np.float64),
+                                                             np.eye(3)[targets])
+    np.testing.assert_allclose(tape, exact, rtol=1e-4, atol=1e-6)  # the model is the spec's
     np.testing.assert_allclose(gradient, tape, rtol=1e-5, atol=1e-6)
     maps = np.abs(gradient).max(axis=1)
-    assert maps.shape == (4, 7, 6)
+    assert maps.shape == (4, *CHANNELS_FIRST_SIZE)
     np.testing.assert_allclose(maps, np.abs(tape).max(axis=1), rtol=1e-5, atol=1e-6)
 
 

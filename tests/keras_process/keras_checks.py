@@ -21,6 +21,7 @@ from agnostic_saliency.backend import CallOptions
 from agnostic_saliency.messages import SaliencyWarning
 from agnostic_saliency.testing import ModelSpec, NumpyModel, make_spec
 from keras_process.keras_models import (
+    CHANNELS_FIRST_SIZE,
     build_channels_first_cnn,
     build_keras_model,
     shared_keras_model,
@@ -255,11 +256,12 @@ class KerasChecks:
 
     # --- channels-first images (issue 25 item 1) --------------------------------------
 
-    def _channels_first(self) -> tuple[Any, Any, np.ndarray, np.ndarray]:
-        """A channels-first ``Conv2D`` model, its spec, inputs ``(5, 3, 7, 6)`` and the
-        exact signed gradient for targets ``[0, 1, 2, 1, 0]``."""
+    def _channels_first(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """A channels-first ``Conv2D`` model, targets ``[0, 1, 2, 1, 0]``, inputs
+        ``(5, 3, 9, 8)`` and the exact signed gradient."""
         spec = make_spec("cnn", layout="channels_first")
-        x, targets = self.inputs(spec), np.array([0, 1, 2, 1, 0])
+        x = np.random.default_rng(1).normal(size=(5, 3, *CHANNELS_FIRST_SIZE)).astype(np.float32)
+        targets = np.array([0, 1, 2, 1, 0])
         exact = self.exact_gradient(spec, x, self.one_hot(targets, spec.n_outputs))
         return build_channels_first_cnn(spec), targets, x, exact
 
@@ -273,10 +275,10 @@ class KerasChecks:
         assert backend.model_channel_axis(last, 4) == -1
         assert backend.model_channel_axis(build_keras_model(self.spec("mlp")), 4) is None
         assert backend.model_channel_axis(first, 2) is None  # no channels in a vector
-        nested = keras.Sequential([keras.Input((3, 7, 6)), first])
+        nested = keras.Sequential([keras.Input((3, *CHANNELS_FIRST_SIZE)), first])
         assert backend.model_channel_axis(nested, 4) == 1
-        moved = keras.Sequential([keras.Input((7, 6, 3)), keras.layers.Permute((3, 1, 2)),
-                                  first])
+        moved = keras.Sequential([keras.Input((*CHANNELS_FIRST_SIZE, 3)),
+                                  keras.layers.Permute((3, 1, 2)), first])
         assert backend.model_channel_axis(moved, 4) is None  # its layers see another layout
 
     def test_channels_first_conv_gradient_is_exact(self) -> None:

@@ -254,6 +254,18 @@ class KerasChecks:
         gc.collect()
         assert reference() is None
 
+    def test_out_of_memory_is_raised_as_it_is_and_recognised(self) -> None:
+        """An allocation failure is not the model's fault: it reaches the frontend as
+        the framework raised it (to retry with smaller chunks), not as a model error."""
+        backend, x = self.resolved_backend(), np.ones((2, 3), np.float32)
+        with pytest.raises(Exception) as caught:
+            backend.gradient(_greedy_layer(), x, np.ones((2, 3), np.float32), None,
+                             CallOptions())
+        assert backend.is_out_of_memory(caught.value), repr(caught.value)
+        assert not isinstance(caught.value, ValueError)
+        assert backend.is_out_of_memory(MemoryError())
+        assert not backend.is_out_of_memory(ValueError("RESOURCE_EXHAUSTED"))
+
     # --- channels-first images (issue 25 item 1) --------------------------------------
 
     def _channels_first(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
@@ -329,3 +341,15 @@ def channels_first_batch_norm() -> tuple[Any, np.ndarray, np.ndarray, np.ndarray
     scale = gamma / np.sqrt(variance + norm.epsilon)
     exact = weight[:, targets].T.reshape(5, 3, 7, 6) * scale[None, :, None, None]
     return model, targets, x, exact
+
+
+def _greedy_layer() -> Any:
+    """A Keras layer whose forward sorts 2**38 copies of its input: no host has the memory."""
+    import keras
+
+    class Greedy(keras.layers.Layer):
+        def call(self, x: Any) -> Any:
+            copies = keras.ops.reshape(keras.ops.tile(x, (1 << 38, 1)), (-1,))
+            return x * 2.0 + keras.ops.max(keras.ops.sort(copies))
+
+    return Greedy()

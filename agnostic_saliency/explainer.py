@@ -304,7 +304,11 @@ class GradientExplainer:
     def _channel_axis(self, x: np.ndarray) -> int:
         if not is_image(x.ndim):
             return x.ndim - 1
-        return resolve_channel_axis(self.channel_axis, self.backend.channel_axis, x.shape)
+        default = self.backend.channel_axis
+        if self.channel_axis is None:  # the model's own layout (a Keras data_format) first
+            declared = self.backend.model_channel_axis(self.model, x.ndim)
+            default = default if declared is None else declared
+        return resolve_channel_axis(self.channel_axis, default, x.shape)
 
     def _map_shape(self, x: np.ndarray, axis: int) -> tuple[int, ...]:
         if self.reducer is None or not is_image(x.ndim):

@@ -267,7 +267,8 @@ def test_cache_does_not_keep_functions_alive() -> None:
     del function
     gc.collect()
     assert reference() is None
-    Saliency(build_function(spec), backend=backend).explain(_inputs(spec), 0)
+    second = build_function(spec)
+    Saliency(second, backend=backend).explain(_inputs(spec), 0)
     assert backend.cache_len == 1  # the collected function's entry was purged
 
 
@@ -500,3 +501,20 @@ def test_threads_agree_with_sequential(kind: str) -> None:
         parallel = list(pool.map(run, jobs))
     for (x, target), maps in zip(jobs, parallel, strict=True):
         np.testing.assert_array_equal(maps, explainer.explain(x, target))
+
+
+def test_out_of_memory_is_raised_as_it_is_and_recognised() -> None:
+    """XLA's ``RESOURCE_EXHAUSTED`` reaches the frontend as it is (to retry with smaller
+    chunks), and ``is_out_of_memory`` says what it is."""
+
+    def greedy(x: Any) -> Any:  # sorts 2**38 copies of the batch: no host has that memory
+        return x * 2.0 + jnp.sort(jnp.tile(x.ravel(), 1 << 38))[0]
+
+    backend, x = JaxBackend(), np.ones((2, 3), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # sort's uint64 index without x64
+        with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED") as caught:
+            backend.gradient(greedy, x, np.ones((2, 3), np.float32), None, CallOptions())
+    assert backend.is_out_of_memory(caught.value)
+    assert backend.is_out_of_memory(MemoryError())
+    assert not backend.is_out_of_memory(ValueError("RESOURCE_EXHAUSTED"))

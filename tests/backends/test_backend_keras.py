@@ -17,13 +17,15 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pytest
 
+from agnostic_saliency import Saliency, get_backend
+from agnostic_saliency.cache import BoundedCache
 from agnostic_saliency.testing import BackendConformanceTests
 
 pytest.importorskip("keras")
 
-from agnostic_saliency_keras._common import FunctionCache
 from keras_process.keras_checks import KerasChecks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,37 +126,37 @@ class TestKerasOnTorch:
 
 
 class TestKerasBackendInternals:
-    """Framework-free parts: the function cache and detection without importing Keras."""
+    """The function cache, out-of-memory errors, and detection without importing Keras."""
 
-    def test_function_cache_is_bounded_and_reuses_entries(self) -> None:
-        cache, built = FunctionCache(size=2), []
+    def test_compiled_functions_live_in_a_bounded_cache_and_die_with_their_model(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import keras
+        from agnostic_saliency_keras import _tf
 
-        class Model:
-            pass
-
-        def build(get_model: Any) -> Any:
-            built.append(get_model)
-            return len(built)
-
-        first, second, third = Model(), Model(), Model()
-        assert cache.get(first, "a", build) == 1
-        assert cache.get(first, "a", build) == 1
-        assert cache.get(first, "b", build) == 2
-        assert cache.get(second, "a", build) == 3  # evicts (first, "a")
-        assert len(cache) == 2
-        assert cache.get(first, "a", build) == 4
-        assert built[0]() is first
-        cache.get(third, "a", build)
-        del third
+        if keras.backend.backend() != "tensorflow":
+            pytest.skip("Keras runs on another backend in this process")
+        assert isinstance(_tf._functions, BoundedCache)
+        cache: BoundedCache[Any] = BoundedCache(2)
+        monkeypatch.setattr(_tf, "_functions", cache)
+        models = [keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]) for _ in range(3)]
+        x = np.ones((2, 3), np.float32)
+        for _ in range(2):
+            Saliency(models[0]).explain(x, 1)
+        assert len(cache) == 1  # one function for one signature, reused
+        Saliency(models[1]).explain(x, 1)
+        Saliency(models[2]).explain(x, 1)
+        assert len(cache) == 2  # bounded: the least recently used model's function went
+        del models[1]
         gc.collect()
-        cache.get(first, "a", build)  # purges entries of collected models
-        assert len(cache) == 1
+        assert len(cache) == 1  # the collected model's function went with it
 
-    def test_models_without_weak_references_are_held(self) -> None:
-        cache = FunctionCache()
-        model = [1, 2]  # lists refuse weak references
-        function = cache.get(model, "k", lambda get_model: get_model)
-        assert function() is model and cache.get(model, "k", lambda get: None) is function
+    def test_out_of_memory_errors_are_recognised(self) -> None:
+        import tensorflow as tf
+
+        backend = get_backend("keras")
+        assert backend.is_out_of_memory(tf.errors.ResourceExhaustedError(None, None, "OOM"))
+        assert backend.is_out_of_memory(MemoryError())
+        assert not backend.is_out_of_memory(ValueError("RESOURCE_EXHAUSTED"))
 
     def test_detection_imports_no_framework(self) -> None:
         code = ("import sys; from agnostic_saliency_keras import KerasBackend; "

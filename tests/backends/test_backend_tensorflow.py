@@ -19,6 +19,8 @@ import pytest
 
 from agnostic_saliency import Saliency, SaliencyWarning, get_backend, messages
 from agnostic_saliency.backend import CallOptions
+from agnostic_saliency.cache import BoundedCache as LRUCache
+from agnostic_saliency.cache import ObjectKey
 from agnostic_saliency.testing import BackendConformanceTests, ModelSpec, NumpyModel
 from agnostic_saliency.testing.models import (
     Dense,
@@ -29,8 +31,6 @@ tf = pytest.importorskip("tensorflow")
 
 from agnostic_saliency_tensorflow import TensorFlowBackend, trace_count  # noqa: E402
 
-from agnostic_saliency.cache import BoundedCache as LRUCache  # noqa: E402
-from agnostic_saliency.cache import ObjectKey  # noqa: E402
 from agnostic_saliency.testing.builders import (  # noqa: E402
     build_tensorflow,
     build_tensorflow_function,
@@ -346,3 +346,20 @@ def test_object_keys_compare_by_identity_and_die_with_their_object() -> None:
     del second
     gc.collect()
     assert not key.alive and key.get() is None and key != key
+
+
+def test_out_of_memory_is_raised_as_it_is_and_recognised() -> None:
+    """An allocation failure is not the model's fault: it reaches the frontend unwrapped
+    (to retry with smaller chunks), and ``is_out_of_memory`` says what it is."""
+
+    @tf.autograph.experimental.do_not_convert
+    def greedy(x: Any) -> Any:  # sorts 2**38 copies of the batch: no host has that memory
+        copies = tf.reshape(tf.tile(x, [1 << 38, 1]), [-1])
+        return x * 2.0 + tf.reduce_max(tf.sort(copies))
+
+    backend, x = _backend(), np.ones((2, 3), np.float32)
+    with pytest.raises(tf.errors.ResourceExhaustedError) as caught:
+        backend.gradient(greedy, x, np.ones((2, 3), np.float32), None, CallOptions())
+    assert backend.is_out_of_memory(caught.value)
+    assert backend.is_out_of_memory(MemoryError())
+    assert not backend.is_out_of_memory(ValueError("OOM when allocating"))

@@ -19,10 +19,15 @@ from agnostic_saliency_keras import trace_count
 from agnostic_saliency import Saliency, get_backend
 from agnostic_saliency.backend import CallOptions
 from agnostic_saliency.messages import SaliencyWarning
-from agnostic_saliency.testing import ModelSpec, NumpyModel
-from keras_process.keras_models import build_keras_model, shared_keras_model
+from agnostic_saliency.testing import ModelSpec, NumpyModel, make_spec
+from keras_process.keras_models import (
+    CHANNELS_FIRST_SIZE,
+    build_channels_first_cnn,
+    build_keras_model,
+    shared_keras_model,
+)
 
-__all__ = ["KerasChecks"]
+__all__ = ["KerasChecks", "channels_first_batch_norm"]
 
 
 class KerasChecks:
@@ -248,3 +253,103 @@ class KerasChecks:
         del model
         gc.collect()
         assert reference() is None
+
+    def test_out_of_memory_is_raised_as_it_is_and_recognised(self) -> None:
+        """An allocation failure is not the model's fault: it reaches the frontend as
+        the framework raised it (to retry with smaller chunks), not as a model error."""
+        backend, x = self.resolved_backend(), np.ones((2, 3), np.float32)
+        with pytest.raises(Exception) as caught:
+            backend.gradient(_greedy_layer(), x, np.ones((2, 3), np.float32), None,
+                             CallOptions())
+        assert backend.is_out_of_memory(caught.value), repr(caught.value)
+        assert not isinstance(caught.value, ValueError)
+        assert backend.is_out_of_memory(MemoryError())
+        assert not backend.is_out_of_memory(ValueError("RESOURCE_EXHAUSTED"))
+
+    # --- channels-first images (issue 25 item 1) --------------------------------------
+
+    def _channels_first(self) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """A channels-first ``Conv2D`` model, targets ``[0, 1, 2, 1, 0]``, inputs
+        ``(5, 3, 9, 8)`` and the exact signed gradient."""
+        spec = make_spec("cnn", layout="channels_first")
+        x = np.random.default_rng(1).normal(size=(5, 3, *CHANNELS_FIRST_SIZE)).astype(np.float32)
+        targets = np.array([0, 1, 2, 1, 0])
+        exact = self.exact_gradient(spec, x, self.one_hot(targets, spec.n_outputs))
+        return build_channels_first_cnn(spec), targets, x, exact
+
+    def test_model_channel_axis_comes_from_the_layers(self) -> None:
+        import keras
+
+        backend = self.resolved_backend()
+        first = build_channels_first_cnn(make_spec("cnn", layout="channels_first"))
+        last = build_keras_model(self.spec("cnn"))
+        assert backend.model_channel_axis(first, 4) == 1
+        assert backend.model_channel_axis(last, 4) == -1
+        assert backend.model_channel_axis(build_keras_model(self.spec("mlp")), 4) is None
+        assert backend.model_channel_axis(first, 2) is None  # no channels in a vector
+        nested = keras.Sequential([keras.Input((3, *CHANNELS_FIRST_SIZE)), first])
+        assert backend.model_channel_axis(nested, 4) == 1
+        moved = keras.Sequential([keras.Input((*CHANNELS_FIRST_SIZE, 3)),
+                                  keras.layers.Permute((3, 1, 2)), first])
+        assert backend.model_channel_axis(moved, 4) is None  # its layers see another layout
+
+    def test_channels_first_conv_gradient_is_exact(self) -> None:
+        from agnostic_saliency_keras import KerasBackend
+
+        model, targets, x, exact = self._channels_first()
+        # XLA: TensorFlow's CPU kernels have no NCHW convolution; XLA's do.
+        backend = KerasBackend(jit_compile=True)
+        gradient = backend.gradient(model, x, targets, None, CallOptions())
+        scale = float(np.abs(exact).max())
+        self.assert_close(gradient, exact, scale=scale)
+        self.assert_close(np.abs(gradient).max(axis=1), np.abs(exact).max(axis=1), scale=scale)
+
+    def test_channels_first_maps_end_to_end(self) -> None:
+        """LEAD VERIFIES AFTER MERGE: needs the frontend to ask
+        ``backend.model_channel_axis(model, x.ndim)`` when no ``channel_axis`` is given;
+        fails before that (the maps are then reduced over the last axis).
+
+        TensorFlow's CPU kernels have no NCHW convolution, so on Keras' TensorFlow
+        backend the channels-first model is a ``BatchNormalization(axis=1)`` network.
+        """
+        if self.framework == "tensorflow":
+            model, targets, x, exact = channels_first_batch_norm()
+        else:
+            model, targets, x, exact = self._channels_first()
+        maps = Saliency(model).explain(x, targets)
+        assert maps.shape == (x.shape[0], *x.shape[2:])
+        self.assert_close(maps, np.abs(exact).max(axis=1), scale=float(np.abs(exact).max()))
+
+
+def channels_first_batch_norm() -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """``BatchNormalization(axis=1)``, ``Flatten``, ``Dense`` on ``(5, 3, 7, 6)`` inputs, with
+    targets and the exact signed gradient: each dense column, reshaped to ``(3, 7, 6)``,
+    times each channel's ``gamma / sqrt(variance + epsilon)``."""
+    import keras
+
+    rng = np.random.default_rng(3)
+    gamma, beta = rng.uniform(0.5, 2.0, 3), rng.normal(size=3)
+    mean, variance = rng.normal(size=3), rng.uniform(0.5, 2.0, 3)
+    weight, bias = rng.normal(size=(3 * 7 * 6, 3)) / 10, rng.normal(size=3)
+    model = keras.Sequential([keras.Input((3, 7, 6)), keras.layers.BatchNormalization(axis=1),
+                              keras.layers.Flatten(), keras.layers.Dense(3)])
+    norm = model.layers[0]
+    norm.set_weights([value.astype(np.float32) for value in (gamma, beta, mean, variance)])
+    model.layers[-1].set_weights([weight.astype(np.float32), bias.astype(np.float32)])
+    x = np.random.default_rng(1).normal(size=(5, 3, 7, 6)).astype(np.float32)
+    targets = np.array([0, 1, 2, 1, 0])
+    scale = gamma / np.sqrt(variance + norm.epsilon)
+    exact = weight[:, targets].T.reshape(5, 3, 7, 6) * scale[None, :, None, None]
+    return model, targets, x, exact
+
+
+def _greedy_layer() -> Any:
+    """A Keras layer whose forward sorts 2**38 copies of its input: no host has the memory."""
+    import keras
+
+    class Greedy(keras.layers.Layer):
+        def call(self, x: Any) -> Any:
+            copies = keras.ops.reshape(keras.ops.tile(x, (1 << 38, 1)), (-1,))
+            return x * 2.0 + keras.ops.max(keras.ops.sort(copies))
+
+    return Greedy()

@@ -18,6 +18,12 @@ traces once more, equal shapes never do (see :attr:`JaxBackend.trace_count`).
 - Functions (plain or jitted) must be passed with ``backend="jax"`` when they are
   plain Python functions; the arrays they close over are part of their trace.
   The cache holds them by weak reference only.
+- Flax Linen modules hold no parameters: they are refused with a message that
+  shows how to bind them (``partial(module.apply, params)``).
+
+XLA runs compiled functions asynchronously, so the backend is ``asynchronous``:
+:meth:`JaxBackend.start_gradient` returns once the work is queued, and the
+frontend checks the inputs meanwhile.
 
 The computation runs in the inputs' dtype as JAX sees it: without
 ``jax_enable_x64`` (the default) float64 inputs are computed in float32, with a
@@ -43,6 +49,7 @@ import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import (
+    BackendBase,
     CallOptions,
     Magnitude,
     Operator,
@@ -50,22 +57,27 @@ from agnostic_saliency.backend import (
     outputs_to_numpy,
     warn,
 )
+from agnostic_saliency.cache import BoundedCache, object_key
 from agnostic_saliency_jax import _loading, _precision, _weights
 from agnostic_saliency_jax._compile import (
-    CompiledCache,
     TraceCounter,
     call_model,
     make_gradient_function,
     make_predict_function,
 )
-from agnostic_saliency_jax._models import SplitModel, check_training_mode, split_model
+from agnostic_saliency_jax._models import (
+    SplitModel,
+    check_training_mode,
+    is_linen_module,
+    split_model,
+)
 
 __all__ = ["JaxBackend"]
 
 _JAX_MODULES = ("jax", "jaxlib")
 
 
-class JaxBackend:
+class JaxBackend(BackendBase):
     """Backend for JAX callables, Flax NNX modules and Equinox modules.
 
     Parameters
@@ -76,22 +88,21 @@ class JaxBackend:
 
     name = "jax"
     modules = ("jax", "jaxlib", "flax", "equinox")
-    priority = 0
-    channel_axis = -1
     layer_weights = staticmethod(_weights.layer_weights)
     with_layer_weights = staticmethod(_weights.with_layer_weights)
     class_index_targets = True
+    asynchronous = True
     # Reduced in the compiled program. Not |g| alone: XLA's result is read-only, and
     # the frontend's copy of it costs what NumPy's absolute value does.
     magnitude_maps = ("max", "mean", "sum")
 
     def __init__(self, cache_size: int = 32) -> None:
-        self._cache = CompiledCache(cache_size)
+        self._cache: BoundedCache[Any] = BoundedCache(cache_size)
         self._traces = TraceCounter()
-        self._predict_cache = CompiledCache(cache_size)
+        self._predict_cache: BoundedCache[Any] = BoundedCache(cache_size)
         self._predict_traces = TraceCounter()
         # Active training layers per NNX module structure (a treedef or graphdef).
-        self._training_layers = CompiledCache(cache_size)
+        self._training_layers: BoundedCache[tuple[str, ...]] = BoundedCache(cache_size)
         # The last immutable model explained, with its split and compiled function:
         # (weak reference to the model, operator, selector, magnitude, split, function).
         self._last: tuple[Any, ...] | None = None
@@ -122,11 +133,13 @@ class JaxBackend:
         self._training_layers.clear()
 
     def can_handle(self, model: Any) -> bool:
+        """Flax NNX and Equinox modules, JAX callables; Flax Linen modules too, which
+        are then refused with the way to bind their parameters."""
         nnx = sys.modules.get("flax.nnx")
         if nnx is not None and isinstance(model, nnx.Module):
             return True
         eqx = sys.modules.get("equinox")
-        if eqx is not None and isinstance(model, eqx.Module):
+        if (eqx is not None and isinstance(model, eqx.Module)) or is_linen_module(model):
             return True
         # jax.jit / custom_jvp / tree_util.Partial objects; their types live in jax/jaxlib.
         return callable(model) and type(model).__module__.split(".")[0] in _JAX_MODULES
@@ -143,38 +156,45 @@ class JaxBackend:
         """Load a serialized ``jax.export`` function."""
         return _loading.load_model(path)
 
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        """XLA's runtime errors with status ``RESOURCE_EXHAUSTED`` (a device or host
+        allocation failed), and ``MemoryError``."""
+        return isinstance(error, MemoryError) or (
+            isinstance(error, RuntimeError) and "RESOURCE_EXHAUSTED" in str(error))
+
     def to_numpy(self, array: Any) -> np.ndarray:
         return _to_numpy(array)
 
     def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
         import jax
 
-        split = split_model(model, self._predict_cache.note_dead)
+        split = split_model(model)
         check_training_mode(model, options, split, self._training_layers)
-        selector = options.output_selector
+        selector = object_key(options.output_selector)
 
         def build() -> Any:
             return make_predict_function(split.rebuild, selector, self._predict_traces)
 
-        function = self._predict_cache.get((split.key, selector), build)
+        function = self._predict_cache.get_or_create((*split.key, selector), build)
         x = _as_dtype(inputs, _compute_dtype(inputs.dtype))
         try:
             outputs = function(x, split.params)
         except TypeError:
             # Model failures are ValueErrors (call_model); a TypeError here means the
             # output is not a pytree of arrays, which only an eager call can return.
-            outputs = call_model(split.rebuild(split.params), jax.device_put(x), selector)
+            outputs = call_model(split.rebuild(split.params), jax.device_put(x),
+                                 options.output_selector)
         return _outputs_to_numpy(outputs)
 
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
                  options: CallOptions, magnitude: Magnitude | None = None) -> np.ndarray:
         """The input gradient (see :class:`agnostic_saliency.backend.Backend`); with
         ``magnitude``, its absolute values reduced in the compiled program."""
-        return self.dispatch_gradient(model, inputs, targets, operator, options, magnitude)()
+        return self.start_gradient(model, inputs, targets, operator, options, magnitude)()
 
-    def dispatch_gradient(self, model: Any, inputs: np.ndarray, targets: Any,
-                          operator: Operator | None, options: CallOptions,
-                          magnitude: Magnitude | None = None) -> Callable[[], np.ndarray]:
+    def start_gradient(self, model: Any, inputs: np.ndarray, targets: Any,
+                       operator: Operator | None, options: CallOptions,
+                       magnitude: Magnitude | None = None) -> Callable[[], np.ndarray]:
         """Start :meth:`gradient`; return the function that waits for it (as NumPy).
 
         JAX runs compiled functions asynchronously: meanwhile the frontend checks the
@@ -210,13 +230,16 @@ class JaxBackend:
         if last is not None and last[0]() is model and last[1] is operator \
                 and last[2] is selector and last[3] == magnitude:
             return last[4], last[5]  # repeated calls skip the split and the lookup
-        split = split_model(model, self._cache.note_dead)
+        split = split_model(model)
+        operator_key, selector_key = object_key(operator), object_key(selector)
 
         def build() -> Any:
-            return make_gradient_function(split.rebuild, operator, selector, self._traces,
-                                          magnitude)
+            return make_gradient_function(split.rebuild, operator_key, selector_key,
+                                          self._traces, magnitude)
 
-        function = self._cache.get((split.key, operator, selector, magnitude), build)
+        # One flat tuple: the cache drops entries whose ObjectKeys died.
+        function = self._cache.get_or_create((*split.key, operator_key, selector_key, magnitude),
+                                             build)
         if split.immutable:
             try:
                 self._last = (weakref.ref(model), operator, selector, magnitude, split,

@@ -2,28 +2,29 @@
 
 ``make_gradient_function`` returns ``jax.jit(jax.grad(score))`` where ``score``
 rebuilds the model from its parameters (a jit argument), runs it and sums the
-per-sample scores; ``make_predict_function`` is the jitted forward pass.
-:class:`CompiledCache` keeps a bounded number of them, least recently used first
-out, behind a lock. :class:`TraceCounter` counts traces, which is what a test
-needs to prove that equal shapes never recompile.
+per-sample scores; ``make_predict_function`` is the jitted forward pass. The
+backend keeps them in :class:`agnostic_saliency.cache.BoundedCache` instances.
+:class:`TraceCounter` counts traces, which is what a test needs to prove that
+equal shapes never recompile. Operators and output selectors are reached through
+weak keys, so a compiled function does not keep them alive.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import Magnitude, Operator, OutputSelector
-from agnostic_saliency_jax._models import IdentityKey
+from agnostic_saliency.cache import ObjectKey
+from agnostic_saliency_jax import _messages
 
 if TYPE_CHECKING:
     import jax
 
 __all__ = [
-    "CompiledCache",
     "TraceCounter",
     "call_model",
     "make_gradient_function",
@@ -31,7 +32,6 @@ __all__ = [
 ]
 
 CompiledFunction = Callable[..., Any]
-T = TypeVar("T")
 
 
 class TraceCounter:
@@ -50,90 +50,44 @@ class TraceCounter:
         return self._count
 
 
-class CompiledCache:
-    """A thread-safe LRU cache of compiled functions (or of anything known per key).
-
-    Keys that hold an :class:`IdentityKey` whose object was collected are dropped
-    on the next access; :meth:`note_dead` (a weak-reference callback) only flags
-    that, because it may run inside the garbage collector at any moment.
-
-    Parameters
-    ----------
-    maxsize
-        Most functions kept; the least recently used one goes first.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        if maxsize < 1:
-            raise ValueError(f"cache_size={maxsize!r}; expected a positive int such as 32.")
-        self.maxsize = maxsize
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
-        self._pending = False
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def note_dead(self, ref: Any) -> None:
-        """Weak-reference callback: some keyed object is gone, purge on next access."""
-        self._pending = True
-
-    def get(self, key: Hashable, build: Callable[[], T]) -> T:
-        """The value stored under ``key``, made by ``build()`` (cheap, no trace) if absent."""
-        with self._lock:
-            if self._pending:
-                self._purge()
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
-            value = build()
-            self._entries[key] = value
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
-            return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def _purge(self) -> None:
-        self._pending = False
-        for key in [key for key in self._entries if _holds_dead(key)]:
-            del self._entries[key]
-
-
-def _holds_dead(key: Any) -> bool:
-    if isinstance(key, IdentityKey):
-        return key.dead
-    return isinstance(key, tuple) and any(_holds_dead(part) for part in key)
-
-
 def call_model(model: Any, x: Any, selector: OutputSelector | None) -> Any:
-    """``model(x)``, failures reported with the input shape, then the output selector."""
+    """``model(x)``, failures reported with the input shape, then the output selector.
+
+    An Equinox module that fails is most often one written for a single sample:
+    its message says how to map it over the batch.
+    """
     try:
         outputs = model(x)
     except Exception as error:
-        raise ValueError(messages.model_failed(tuple(x.shape), error)) from error
+        shape = tuple(x.shape)
+        eqx = sys.modules.get("equinox")
+        if eqx is not None and isinstance(model, eqx.Module):
+            raise ValueError(_messages.equinox_model_failed(shape, error)) from error
+        raise ValueError(messages.model_failed(shape, error)) from error
     return selector(outputs) if selector is not None else outputs
 
 
+def _get(key: ObjectKey | None) -> Any:
+    return None if key is None else key.get()
+
+
 def make_predict_function(
-    rebuild: Callable[[Any], Any], selector: OutputSelector | None, counter: TraceCounter
+    rebuild: Callable[[Any], Any], selector: ObjectKey | None, counter: TraceCounter
 ) -> CompiledFunction:
     """``jax.jit`` of ``(x, params) -> selector(rebuild(params)(x))``."""
     import jax
 
     def forward(x: jax.Array, params: Any) -> Any:
         counter.increment()
-        return call_model(rebuild(params), x, selector)
+        return call_model(rebuild(params), x, _get(selector))
 
     return jax.jit(forward)
 
 
 def make_gradient_function(
     rebuild: Callable[[Any], Any],
-    operator: Operator | None,
-    selector: OutputSelector | None,
+    operator_key: ObjectKey | None,
+    selector_key: ObjectKey | None,
     counter: TraceCounter,
     magnitude: Magnitude | None = None,
 ) -> CompiledFunction:
@@ -143,12 +97,12 @@ def make_gradient_function(
     ----------
     rebuild
         ``params -> model`` (see :class:`agnostic_saliency_jax._models.SplitModel`).
-    operator
-        ``operator(model, x, targets) -> (N,)``, or ``None`` for
+    operator_key
+        Key of ``operator(model, x, targets) -> (N,)``, or ``None`` for
         ``sum(output * targets)`` with ``targets`` of the output's shape, or the sum
         of ``output[i, targets[i]]`` for integer class indices ``targets`` (N,).
-    selector
-        Applied to the raw output without an operator.
+    selector_key
+        Key of the output selector, applied to the raw output without an operator.
     counter
         Incremented on every trace.
     magnitude
@@ -167,9 +121,9 @@ def make_gradient_function(
     def score(x: jax.Array, params: Any, targets: Any) -> jax.Array:
         counter.increment()
         model = rebuild(params)
-        if operator is not None:
-            return _operator_score(operator, model, x, targets)
-        outputs = call_model(model, x, selector)
+        if operator_key is not None:
+            return _operator_score(operator_key.get(), model, x, targets)
+        outputs = call_model(model, x, _get(selector_key))
         if not isinstance(outputs, jax.Array):
             raise TypeError(messages.output_not_tensor(messages.describe_output(outputs)))
         outputs = _at_least_float32(outputs)

@@ -5,8 +5,7 @@ A compiled gradient function is keyed by the model's *structure* and receives it
 
 - Flax NNX: modules are pytrees (Flax 0.12 and later): ``jax.tree.flatten(model)``
   gives the leaves (the argument) and a treedef (the key), unflattened inside the
-  trace. That is 7x cheaper than ``nnx.split`` (0.1 ms against 0.7 ms for a
-  3-layer MLP). Modules declared with ``pytree=False`` are split with
+  trace, which is cheaper than ``nnx.split``. Modules declared with ``pytree=False`` are split with
   ``nnx.split(model) -> (graphdef, state)`` and merged inside the trace instead.
   Either way the model inside the trace is a copy, so nothing a forward pass does
   (RNG counters of Dropout, batch statistics of BatchNorm in training mode)
@@ -17,72 +16,22 @@ A compiled gradient function is keyed by the model's *structure* and receives it
 - Any other callable (plain or jitted function): the function itself, held by a
   weak reference so that the cache never keeps a model (and the arrays it closes
   over) alive.
+- Flax Linen modules hold no parameters: they are refused with the way to bind them.
 """
 
 from __future__ import annotations
 
 import sys
-import weakref
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions
+from agnostic_saliency.cache import BoundedCache, ObjectKey
+from agnostic_saliency_jax import _messages
 
-__all__ = ["IdentityKey", "SplitModel", "check_training_mode", "split_model"]
-
-
-class IdentityKey:
-    """A hashable stand-in for an object, compared by identity and held weakly.
-
-    Calling the key returns the object, or ``None`` once it has been collected.
-    Objects that do not support weak references are held strongly.
-
-    Parameters
-    ----------
-    obj
-        The object (a function, or a model whose structure is not hashable).
-    on_dead
-        Called with the weak reference when ``obj`` is collected.
-    """
-
-    __slots__ = ("_id", "_ref")
-
-    def __init__(self, obj: Any, on_dead: Callable[[Any], None] | None = None) -> None:
-        self._id = id(obj)
-        self._ref: Callable[[], Any]
-        try:
-            self._ref = weakref.ref(obj, on_dead)
-        except TypeError:
-            self._ref = partial(_identity, obj)
-
-    def __call__(self) -> Any:
-        return self._ref()
-
-    @property
-    def dead(self) -> bool:
-        """Whether the object has been collected."""
-        return self._ref() is None
-
-    def __hash__(self) -> int:
-        return self._id
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, IdentityKey) or other._id != self._id:
-            return False
-        target = self._ref()
-        return target is not None and target is other._ref()
-
-    def __repr__(self) -> str:
-        target = self._ref()
-        name = getattr(target, "__qualname__", type(target).__name__)
-        return f"IdentityKey({name})" if target is not None else "IdentityKey(<dead>)"
-
-
-def _identity(obj: Any) -> Any:
-    return obj
+__all__ = ["SplitModel", "check_training_mode", "split_model"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +41,9 @@ class SplitModel:
     Attributes
     ----------
     key
-        Equal keys mean equal structure: one traced function serves them all.
+        ``(kind, structure)``: equal keys mean equal structure, and one traced
+        function serves them all. ``structure`` is an ObjectKey of the model when
+        its structure is not hashable.
     params
         Pytree of arrays passed to the compiled function as an argument (``None``
         for functions, whose closed-over arrays are part of the function).
@@ -109,52 +60,64 @@ class SplitModel:
     immutable: bool = False
 
 
-def split_model(model: Any, on_dead: Callable[[Any], None] | None = None) -> SplitModel:
+def split_model(model: Any) -> SplitModel:
     """Split ``model`` into a structure key, jit-argument parameters and a rebuild function.
 
     Parameters
     ----------
     model
         A Flax NNX module, an Equinox module or any callable taking a batch.
-    on_dead
-        Called with a weak reference when a model keyed by identity is collected.
 
     Returns
     -------
     SplitModel
         The key, parameters and rebuild function.
+
+    Raises
+    ------
+    TypeError
+        For a Flax Linen module, which holds no parameters of its own.
     """
     nnx = sys.modules.get("flax.nnx")
     if nnx is not None and isinstance(model, nnx.Module):
-        return _split_nnx(model, nnx, on_dead)
+        return _split_nnx(model, nnx)
+    if is_linen_module(model):
+        cls = type(model)
+        raise TypeError(_messages.linen_module(f"{cls.__module__}.{cls.__qualname__}"))
     eqx = sys.modules.get("equinox")
     if eqx is not None and isinstance(model, eqx.Module):
         import jax
 
         params, static = eqx.partition(model, eqx.is_array)
         leaves, treedef = jax.tree.flatten(static)
-        # The arrays go to jit as a flat list: flattening a module at every call
-        # costs 10-20 µs more (Equinox modules flatten in Python).
+        # The arrays go to jit as a flat list: Equinox modules flatten in Python, and
+        # jit would flatten the module again at every call.
         arrays, params_treedef = jax.tree.flatten(params)
-        structure = _hashable((treedef, tuple(leaves), params_treedef), model, on_dead)
+        structure = _hashable((treedef, tuple(leaves), params_treedef), model)
         return SplitModel(("equinox", structure), arrays,
                           partial(_combine, eqx.combine, params_treedef, static), True)
-    key = IdentityKey(model, on_dead)
+    key = ObjectKey(model)
     return SplitModel(("function", key), None, partial(_call_key, key), True)
 
 
-def _split_nnx(model: Any, nnx: Any, on_dead: Callable[[Any], None] | None) -> SplitModel:
+def is_linen_module(model: Any) -> bool:
+    """Whether ``model`` is a Flax Linen module (checked without importing Flax)."""
+    linen = sys.modules.get("flax.linen")
+    return linen is not None and isinstance(model, linen.Module)
+
+
+def _split_nnx(model: Any, nnx: Any) -> SplitModel:
     """An NNX module as pytree leaves and treedef, or as ``nnx.split`` when it is no pytree."""
     import jax
 
     leaves, treedef = jax.tree.flatten(model)
     if len(leaves) != 1 or leaves[0] is not model:  # a pytree: its treedef holds the statics
-        return SplitModel(("nnx-tree", _hashable(treedef, model, on_dead)), leaves,
+        return SplitModel(("nnx-tree", _hashable(treedef, model)), leaves,
                           partial(jax.tree.unflatten, treedef))
     graphdef, state = nnx.split(model)
     # copy=True: fresh Variables at the current trace level, so that a Dropout
     # inside jax.grad may advance its (copied) RNG counter.
-    return SplitModel(("nnx", _hashable(graphdef, model, on_dead)), state,
+    return SplitModel(("nnx", _hashable(graphdef, model)), state,
                       partial(nnx.merge, graphdef, copy=True))
 
 
@@ -165,26 +128,26 @@ def _combine(combine: Callable[..., Any], params_treedef: Any, static: Any, arra
     return combine(jax.tree.unflatten(params_treedef, arrays), static)
 
 
-def _call_key(key: IdentityKey, params: Any) -> Any:
-    return key()
+def _call_key(key: ObjectKey, params: Any) -> Any:
+    return key.get()
 
 
-def _hashable(structure: Any, model: Any, on_dead: Callable[[Any], None] | None) -> Hashable:
+def _hashable(structure: Any, model: Any) -> Hashable:
     """``structure`` when it hashes, else an identity key of ``model``."""
     try:
         hash(structure)
     except TypeError:
-        return IdentityKey(model, on_dead)
+        return ObjectKey(model)
     hashable: Hashable = structure
     return hashable
 
 
 def check_training_mode(model: Any, options: CallOptions, split: SplitModel | None = None,
-                        known: Any = None) -> None:
+                        known: BoundedCache[tuple[str, ...]] | None = None) -> None:
     """Refuse a Flax NNX module whose Dropout or BatchNorm layers are in training mode.
 
     Whether a layer trains is a static attribute, part of the module's structure:
-    given the model's ``split`` and a cache ``known`` (``get(key, build)``), the
+    given the model's ``split`` and a cache ``known`` of the active layers, the
     active layers are looked up per structure key, since walking the module costs
     as much as splitting it again.
 
@@ -204,14 +167,14 @@ def check_training_mode(model: Any, options: CallOptions, split: SplitModel | No
     if split is None or known is None or _holds_identity(split.key):
         active = walk()  # a key by identity: the same object may switch modes
     else:
-        active = known.get(split.key, walk)
+        active = known.get_or_create(split.key, walk)
     if active:
-        raise ValueError(messages.training_mode(list(active)))
+        raise ValueError(_messages.training_mode(list(active)))
 
 
 def _holds_identity(key: Hashable) -> bool:
     """Whether ``key`` stands for a model object (whose training mode may change) by identity."""
-    return isinstance(key, tuple) and any(isinstance(part, IdentityKey) for part in key)
+    return isinstance(key, tuple) and any(isinstance(part, ObjectKey) for part in key)
 
 
 def _in_training(module: Any, nnx: Any) -> bool:

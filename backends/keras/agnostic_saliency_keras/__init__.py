@@ -13,6 +13,10 @@ Models are always called with ``training=False`` (Keras has no persistent traini
 mode, so ``allow_training_mode`` changes nothing). Inputs are converted to the
 dtype the model converts them to itself (its ``keras.Input`` dtype, else its
 dtype policy), with a warning when 32/64-bit precision changes.
+
+The channel axis of image inputs is the model's own: its convolution and pooling
+layers' ``data_format`` (see :mod:`._layout`), so a channels-first Keras model
+gets channels-first maps without a ``channel_axis`` argument.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator
-from agnostic_saliency_keras import _weights
+from agnostic_saliency.backend import BackendBase, CallOptions, Operator
+from agnostic_saliency_keras import _layout, _messages, _weights
 from agnostic_saliency_keras._common import (
+    MODULES,
     ModelCallError,
     OperatorShapeError,
     input_dtype,
+    is_out_of_memory,
     outputs_to_numpy,
     prepare_inputs,
     score_dtype,
@@ -41,10 +47,8 @@ from agnostic_saliency_keras._common import (
 
 __all__ = ["KerasBackend", "trace_count"]
 
-_MODULES = {"tensorflow": "_tf", "jax": "_jax", "torch": "_torch"}
 
-
-class KerasBackend:
+class KerasBackend(BackendBase):
     """Backend for Keras 3 layers and models (``keras.Layer`` instances).
 
     Under Keras' torch backend a Keras model is also a ``torch.nn.Module``; the
@@ -63,7 +67,6 @@ class KerasBackend:
     name = "keras"
     modules = ("keras",)
     priority = 10
-    channel_axis = -1
     layer_weights = staticmethod(_weights.layer_weights)
     with_layer_weights = staticmethod(_weights.with_layer_weights)
     class_index_targets = True
@@ -93,6 +96,14 @@ class KerasBackend:
         import keras
 
         return keras.saving.load_model(path)
+
+    def model_channel_axis(self, model: Any, ndim: int) -> int | None:
+        """The channel axis ``model``'s layers declare (``data_format``), else ``None``."""
+        return _layout.model_channel_axis(model, ndim)
+
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        """The allocation failure of the framework Keras runs on, or ``MemoryError``."""
+        return is_out_of_memory(error)
 
     def to_numpy(self, array: Any) -> np.ndarray:
         keras = sys.modules.get("keras")
@@ -146,6 +157,6 @@ def _setup(model: Any) -> tuple[ModuleType, str]:
 
 
 def _framework_module(framework: str) -> ModuleType:
-    if framework not in _MODULES:
-        raise ValueError(messages.keras_backend_unsupported(framework))
-    return importlib.import_module(f"agnostic_saliency_keras.{_MODULES[framework]}")
+    if framework not in MODULES:
+        raise ValueError(_messages.keras_backend_unsupported(framework))
+    return importlib.import_module(f"agnostic_saliency_keras.{MODULES[framework]}")

@@ -6,10 +6,10 @@ inside functions that run when a Keras model is being explained.
 
 from __future__ import annotations
 
+import importlib
+import sys
 import threading
-import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,14 +17,17 @@ import numpy as np
 from agnostic_saliency import messages
 from agnostic_saliency.backend import outputs_to_numpy as _tree
 from agnostic_saliency.backend import warn
+from agnostic_saliency.cache import BoundedCache, ObjectKey
 
 __all__ = [
-    "FunctionCache",
+    "MODULES",
     "ModelCallError",
     "OperatorShapeError",
+    "cached_function",
     "call_model",
     "gradient_to_numpy",
     "input_dtype",
+    "is_out_of_memory",
     "note_trace",
     "outputs_to_numpy",
     "prepare_inputs",
@@ -32,6 +35,9 @@ __all__ = [
     "score_dtype",
     "trace_count",
 ]
+
+#: Keras' own backend -> the module of this package that computes on it.
+MODULES = {"tensorflow": "_tf", "jax": "_jax", "torch": "_torch"}
 
 #: Keras dtype names that NumPy holds natively (bfloat16 needs a framework cast).
 _NUMPY_FLOATS = ("float16", "float32", "float64")
@@ -69,10 +75,13 @@ class OperatorShapeError(Exception):
 
 
 def call_model(model: Any, x: Any, selector: Callable[[Any], Any] | None) -> Any:
-    """``model(x, training=False)`` with the selector applied; model errors wrapped."""
+    """``model(x, training=False)`` with the selector applied; model errors wrapped
+    (allocation failures are raised as they are, for the frontend to retry)."""
     try:
         outputs = model(x, training=False)
     except Exception as error:
+        if is_out_of_memory(error):
+            raise
         raise ModelCallError(error) from error
     return selector(outputs) if selector is not None else outputs
 
@@ -149,64 +158,28 @@ def outputs_to_numpy(outputs: Any, convert: Callable[[Any], np.ndarray],
 # --- compiled functions -----------------------------------------------------------------
 
 
-class FunctionCache:
-    """A thread-safe LRU of compiled functions keyed by model and call signature.
+def cached_function(cache: BoundedCache[Any], model: Any, key: tuple[Any, ...],
+                    build: Callable[[Callable[[], Any]], Any]) -> Any:
+    """The compiled function of ``model`` for ``key``, built once by ``build(get_model)``.
 
-    Models are held through weak references where they allow it, so a cached
-    function never keeps a model alive: entries of a collected model are dropped.
-    The builder receives a zero-argument callable returning the model, which the
-    compiled function must use instead of capturing the model itself.
-
-    Parameters
-    ----------
-    size
-        Most functions kept; the least recently used one is dropped first.
+    The cache holds the model weakly (:class:`~agnostic_saliency.cache.ObjectKey`);
+    ``build`` receives ``get_model`` and the compiled function must call it instead
+    of capturing the model, so that it never keeps the model alive.
     """
+    model_key = ObjectKey(model)
+    return cache.get_or_create((model_key, *key), lambda: build(model_key.get))
 
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[int, Hashable], tuple[Callable[[], Any], Any]] = \
-            OrderedDict()
-        self._dead: list[int] = []  # ids of collected models, appended by weakref callbacks
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, model: Any, key: Hashable,
-            build: Callable[[Callable[[], Any]], Any]) -> Any:
-        """Return the function for ``(model, key)``, building it with ``build`` once."""
-        cache_key = (id(model), key)
-        with self._lock:
-            self._purge()
-            entry = self._entries.get(cache_key)
-            if entry is not None and entry[0]() is model:
-                self._entries.move_to_end(cache_key)
-                return entry[1]
-            getter = self._getter(model)
-            function = build(getter)
-            self._entries[cache_key] = (getter, function)
-            self._entries.move_to_end(cache_key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-            return function
-
-    def clear(self) -> None:
-        """Drop every cached function."""
-        with self._lock:
-            self._entries.clear()
-
-    def _getter(self, model: Any) -> Callable[[], Any]:
-        dead, ident = self._dead, id(model)
-        try:
-            # The callback only appends (atomic), so it is safe whenever GC runs it.
-            return weakref.ref(model, lambda _ref: dead.append(ident))
-        except TypeError:  # no weak references: hold the model while it is cached
-            return lambda: model
-
-    def _purge(self) -> None:
-        while self._dead:
-            ident = self._dead.pop()
-            for cache_key in [key for key in self._entries if key[0] == ident]:
-                if self._entries[cache_key][0]() is None:
-                    del self._entries[cache_key]
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation failure of the framework Keras runs on."""
+    if isinstance(error, MemoryError):
+        return True
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return False
+    module = MODULES.get(keras.backend.backend())
+    if module is None:
+        return False
+    found: bool = importlib.import_module(f"agnostic_saliency_keras.{module}").is_out_of_memory(
+        error)
+    return found

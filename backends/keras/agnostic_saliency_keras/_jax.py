@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency.cache import BoundedCache, object_key
 from agnostic_saliency_keras._common import (
-    FunctionCache,
     ModelCallError,
     OperatorShapeError,
+    cached_function,
     call_model,
     gradient_to_numpy,
     note_trace,
@@ -29,9 +30,15 @@ from agnostic_saliency_keras._common import (
 if TYPE_CHECKING:
     import jax
 
-__all__ = ["effective_dtype", "gradient", "is_tensor", "predict", "to_numpy"]
+__all__ = ["effective_dtype", "gradient", "is_out_of_memory", "is_tensor", "predict",
+           "to_numpy"]
 
-_functions = FunctionCache()
+_functions: BoundedCache[Any] = BoundedCache(32)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """XLA's ``RESOURCE_EXHAUSTED`` errors (a device or host allocation failed)."""
+    return isinstance(error, RuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
 
 
 def effective_dtype(dtype: str) -> str:
@@ -62,8 +69,8 @@ def gradient(model: Any, x: np.ndarray, dtype: str, targets: Any, operator: Oper
     """Gradient of the summed scores with respect to ``x`` (JAX never returns ``None``)."""
     import jax.numpy as jnp
 
-    key = (operator, options.output_selector)
-    function = _functions.get(model, key, lambda get_model: _build(
+    key = (object_key(operator), object_key(options.output_selector))
+    function = cached_function(_functions, model, key, lambda get_model: _build(
         get_model, operator, options.output_selector))
     trainable = [variable.value for variable in model.trainable_variables]
     non_trainable = [variable.value for variable in model.non_trainable_variables]
@@ -112,6 +119,8 @@ def _weighted_total(model: Any, x: jax.Array, trainable: list[jax.Array],
     try:
         outputs, _ = model.stateless_call(trainable, non_trainable, x, **kwargs)
     except Exception as error:
+        if isinstance(error, MemoryError) or is_out_of_memory(error):
+            raise  # not the model's fault: the frontend retries with smaller chunks
         raise ModelCallError(error) from error
     if selector is not None:
         outputs = selector(outputs)

@@ -6,9 +6,9 @@ directly (that skips ``tf.function``'s argument binding on every call). Targets
 enter as tensors, and the model's variables are captured by reference, so weights
 changed after the first call are used.
 
-XLA (``jit_compile``) is used for models without convolution kernels: measured on
-CPU, it makes dense networks faster and convolutional ones slower (see
-``benchmarks/``). A graph that XLA cannot compile runs as a plain graph instead.
+XLA (``jit_compile``) is used for models without convolution kernels: on CPU it
+makes dense networks faster and convolutional ones slower (``benchmarks/``). A
+graph that XLA cannot compile runs as a plain graph instead.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency.backend import CallOptions, Operator
+from agnostic_saliency.cache import BoundedCache, object_key
 from agnostic_saliency_keras._common import (
-    FunctionCache,
     OperatorShapeError,
+    cached_function,
     call_model,
     gradient_to_numpy,
     note_trace,
@@ -34,9 +35,16 @@ from agnostic_saliency_keras._common import (
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["gradient", "is_tensor", "predict", "to_numpy"]
+__all__ = ["gradient", "is_out_of_memory", "is_tensor", "predict", "to_numpy"]
 
-_functions = FunctionCache()
+_functions: BoundedCache[Any] = BoundedCache(32)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """TensorFlow's ``ResourceExhaustedError`` (device or host memory)."""
+    import tensorflow as tf
+
+    return isinstance(error, tf.errors.ResourceExhaustedError)
 
 
 def is_tensor(value: Any) -> bool:
@@ -63,10 +71,10 @@ def gradient(model: Any, x: np.ndarray, dtype: str, targets: Any, operator: Oper
     import tensorflow as tf
 
     target_array = None if targets is None else np.asarray(targets)
-    key = (operator, options.output_selector, dtype, x.shape[1:], jit_compile,
-           None if target_array is None else (target_array.dtype.str, target_array.shape[1:],
-                                              target_array.ndim))
-    function = _functions.get(model, key, lambda get_model: _Traced(_build(
+    key = (object_key(operator), object_key(options.output_selector), dtype, x.shape[1:],
+           jit_compile, None if target_array is None else (
+               target_array.dtype.str, target_array.shape[1:], target_array.ndim))
+    function = cached_function(_functions, model, key, lambda get_model: _Traced(_build(
         get_model, operator, options, dtype, x.shape[1:], target_array),
         _use_xla(model) if jit_compile is None else jit_compile))
     args = [_tensor(x, dtype)]
@@ -104,7 +112,9 @@ class _Traced:
             return concrete(*args)
         try:
             result = concrete(*args)
-        except Exception:
+        except Exception as error:
+            if is_out_of_memory(error):
+                raise
             with self._lock:
                 self._jit, self._proven = False, True
                 self._concrete = self._make(False).get_concrete_function()

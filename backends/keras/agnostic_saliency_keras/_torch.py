@@ -25,7 +25,16 @@ from agnostic_saliency_keras._common import (
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["gradient", "is_tensor", "predict", "to_numpy"]
+__all__ = ["gradient", "is_out_of_memory", "is_tensor", "predict", "to_numpy"]
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """PyTorch's ``OutOfMemoryError`` (a GPU allocation failed), or the ``RuntimeError``
+    of its CPU allocator."""
+    import torch
+
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "DefaultCPUAllocator: can't allocate" in str(error))
 
 
 def is_tensor(value: Any) -> bool:

@@ -2,7 +2,9 @@
 
 Handles ``tf.Module`` instances and TensorFlow callables (``tf.function`` objects,
 loaded SavedModels), and plain Python functions of TensorFlow ops passed with
-``backend="tensorflow"``.
+``backend="tensorflow"``. A SavedModel loaded with ``tf.saved_model.load`` that is
+not callable itself (a Keras ``model.export``) is called through its ``serve``
+endpoint, or its only signature; a one-entry dict output needs no output selector.
 
 Gradients are taken with ``tf.GradientTape`` inside one cached ``tf.function`` per
 model, operator, output selector, input dtype and rank (see :mod:`._traced`), so
@@ -27,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Operator, outputs_to_numpy, warn
+from agnostic_saliency.backend import BackendBase, CallOptions, Operator, outputs_to_numpy, warn
 from agnostic_saliency.cache import BoundedCache, ObjectKey, object_key
 from agnostic_saliency_tensorflow import _loading, _precision
 from agnostic_saliency_tensorflow._traced import (
     Compiled,
     gradient_body,
+    is_out_of_memory,
     predict_body,
     trace_count,
 )
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["TensorFlowBackend", "trace_count"]
 
 
-class TensorFlowBackend:
+class TensorFlowBackend(BackendBase):
     """Backend for ``tf.Module`` models and TensorFlow callables.
 
     Parameters
@@ -60,8 +63,6 @@ class TensorFlowBackend:
 
     name = "tensorflow"
     modules = ("tensorflow",)
-    priority = 0
-    channel_axis = -1
     class_index_targets = True
 
     def __init__(self, cache_size: int = 32, jit_compile: bool | None = None) -> None:
@@ -76,7 +77,7 @@ class TensorFlowBackend:
         tf = sys.modules.get("tensorflow")
         if tf is None:
             return False
-        if isinstance(model, tf.Module):
+        if isinstance(model, tf.Module) or _loading.is_loaded_saved_model(model):
             return True
         return callable(model) and type(model).__module__.split(".")[0] == "tensorflow"
 
@@ -91,6 +92,10 @@ class TensorFlowBackend:
     def load_model(self, path: Path) -> Any:
         """Load a SavedModel folder."""
         return _loading.load_model(path)
+
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        """``tf.errors.ResourceExhaustedError`` (device or host memory) and ``MemoryError``."""
+        return is_out_of_memory(error)
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return _to_numpy(array)

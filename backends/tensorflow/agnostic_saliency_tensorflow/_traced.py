@@ -14,7 +14,9 @@ batch axis is ``None``, so a new batch size never retraces:
   the eager run raises the precise error.
 
 Model, operator and output selector are reached through weak keys, so a traced
-function does not keep them alive.
+function does not keep them alive. A loaded SavedModel that is not callable is
+called through its ``serve`` endpoint or its only signature (see :mod:`._loading`).
+Out-of-memory errors are raised as they are, never reported as the model's fault.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ import numpy as np
 from agnostic_saliency import messages
 from agnostic_saliency.backend import user_stacklevel
 from agnostic_saliency.cache import ObjectKey
+from agnostic_saliency_tensorflow import _messages
+from agnostic_saliency_tensorflow._loading import endpoint, unwrap
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
-__all__ = ["Compiled", "gradient_body", "predict_body", "trace_count"]
+__all__ = ["Compiled", "gradient_body", "is_out_of_memory", "predict_body", "trace_count"]
 
 Body = Callable[..., Any]
 
@@ -130,11 +134,16 @@ def _selected(tf: Any, outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
 
 
 def _forward(model: Any, inputs: tf.Tensor, selector: Any) -> Any:
+    call, one_entry = endpoint(model)
     try:
-        outputs = model(inputs)
+        outputs = call(inputs)
     except Exception as error:
+        if is_out_of_memory(error):
+            raise
         raise ValueError(messages.model_failed(tuple(inputs.shape), error)) from error
-    return outputs if selector is None else selector(outputs)
+    if selector is not None:
+        return selector(outputs)
+    return unwrap(outputs) if one_entry else outputs
 
 
 def _as_output_tensor(tf: Any, outputs: Any) -> tf.Tensor:
@@ -217,6 +226,8 @@ class Compiled:
             try:
                 result = function(x, *args)
             except Exception as error:
+                if is_out_of_memory(error):
+                    raise
                 if self.jit_compile and not self._xla_proven:
                     self._drop_xla()
                     return self(x, *args)
@@ -228,7 +239,7 @@ class Compiled:
         result = self._body(x, *args)  # raises the precise error if the model is at fault
         if isinstance(function, Exception):  # the trace failed, the eager run worked
             self._store(signature, _EAGER)
-            warnings.warn(messages.runs_eagerly(function), messages.SaliencyWarning,
+            warnings.warn(_messages.runs_eagerly(function), messages.SaliencyWarning,
                           stacklevel=user_stacklevel())
         return result
 
@@ -279,6 +290,14 @@ class Compiled:
         """How many input signatures run eagerly because their trace failed."""
         with self._lock:
             return sum(function is _EAGER for function in self._functions.values())
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation failure: TensorFlow's ``ResourceExhaustedError``
+    (device or host memory) or Python's ``MemoryError``."""
+    tf = sys.modules.get("tensorflow")
+    return isinstance(error, MemoryError) or (
+        tf is not None and isinstance(error, tf.errors.ResourceExhaustedError))
 
 
 def _is_op_error(error: Exception) -> bool:

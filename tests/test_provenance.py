@@ -90,18 +90,14 @@ def test_fingerprints_change_with_any_byte_target_or_id() -> None:
 
 
 def test_batch_sizes_the_explainer_reports_are_recorded() -> None:
-    class Reporting(Saliency):
-        def explain_with_targets(self, inputs: Any, targets: Any = None,
-                                 **ids: Any) -> tuple[np.ndarray, np.ndarray | None]:
-            self.last_batch_sizes = [len(inputs) // 2, len(inputs) - len(inputs) // 2]
-            return super().explain_with_targets(inputs, targets, **ids)
-
-    explainer = Reporting(_model(), backend="reference")
+    """Batches of 4, 4 and 2 rows, each in model calls of at most 3 samples."""
+    explainer = Saliency(_model(), backend="reference", batch_size=3)
     x = np.random.default_rng(0).normal(size=(10, 7, 6, 3))
     explainer.explain_dataset(x, 1, batch_size=4, progress=False)
+    assert explainer.last_batch_sizes == [2]
     record = explainer.last_provenance
     assert record is not None
-    assert record["model_batch_sizes"] == [1, 2] and record["batch_sizes"] == [2, 4]
+    assert record["model_batch_sizes"] == [1, 2, 3] and record["batch_sizes"] == [2, 4]
     assert record["targets"] == ["class 1 for every sample"]
     assert "last_batch_sizes" not in record["definitions"]
 

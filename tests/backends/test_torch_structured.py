@@ -237,6 +237,21 @@ def test_layer_problems_are_named() -> None:
         Saliency(model, layer=unused).explain((ids, mask), 0)
 
 
+def test_a_layer_that_runs_twice_is_refused() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(torch.tanh(self.linear(x)))
+
+    model = Twice().eval()
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(ValueError, match="ran 2 times in one forward pass"):
+        Saliency(model, layer=model.linear).explain(x, 0)
+
+
 def test_a_model_that_fails_names_the_call() -> None:
     model, (image, table) = _model(), _pair()
     with pytest.raises(ValueError, match=r"model failed when called as model\(picture="):

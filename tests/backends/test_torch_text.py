@@ -121,6 +121,18 @@ def test_gradient_input_equals_captums_layer_gradient_x_activation() -> None:
     ours = GradientInput(MODEL, layer=embedding, output="logits", reducer="sum").explain(
         {"input_ids": IDS, "attention_mask": MASK}, TARGETS)
     np.testing.assert_allclose(ours, captum.sum(-1).detach().numpy(), rtol=1e-5, atol=1e-7)
+    kept = GradientInput(MODEL, layer=embedding, output="logits", reducer=None).explain(
+        (IDS, MASK), TARGETS)
+    np.testing.assert_allclose(kept, captum.detach().numpy(), rtol=1e-5, atol=1e-8)
+
+
+def test_embeddings_given_as_an_input_give_the_layers_maps() -> None:
+    """``inputs_embeds`` explained as a floating input (hidden axis named) equals layer=."""
+    embedded = MODEL.get_input_embeddings()(torch.from_numpy(IDS)).detach()
+    maps = Saliency(MODEL, output="logits", channel_axis=-1, reducer="l2").explain(
+        {"inputs_embeds": embedded, "attention_mask": MASK}, TARGETS)
+    assert maps["attention_mask"] is None
+    np.testing.assert_allclose(maps["inputs_embeds"], EXPECTED_SALIENCY, rtol=1e-5, atol=1e-8)
 
 
 def test_ig_from_the_pad_embedding_is_complete() -> None:
@@ -136,3 +148,26 @@ def test_ig_from_the_pad_embedding_is_complete() -> None:
         at_pad = _logits(torch.zeros_like(torch.from_numpy(IDS)), torch.from_numpy(MASK))
     expected = (at_x - at_pad).numpy()[np.arange(N), TARGETS]
     np.testing.assert_allclose(maps.sum(axis=1), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_the_worked_example_of_the_docs_runs(tmp_path: Any, monkeypatch: Any) -> None:
+    """docs/text-models.md includes docs/snippets/text/bert_tokens.py: it runs, and its
+    maps are what the page says they are."""
+    import runpy
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    path = Path(__file__).resolve().parents[2] / "docs" / "snippets" / "text" / "bert_tokens.py"
+    example = runpy.run_path(str(path))
+    mask, batch, model = example["mask"], example["batch"], example["model"]
+    assert example["maps"].shape == mask.shape == example["attributions"].shape
+    assert np.all(example["maps"][mask == 0] == 0) and np.all(example["maps"][mask == 1] > 0)
+    with torch.no_grad():  # completeness, up to the error of 50 trapezoid steps
+        at_x = model(**batch).logits[:, 1]
+        at_pad = model(input_ids=torch.zeros_like(batch["input_ids"]),
+                       attention_mask=batch["attention_mask"]).logits[:, 1]
+    np.testing.assert_allclose(example["attributions"].sum(axis=1), (at_x - at_pad).numpy(),
+                               rtol=1e-2, atol=1e-6)
+    kept = example["specials"].numpy()  # the baseline equals the input there: nothing
+    assert np.all(example["attributions_specials"][kept] == 0)
+    assert (tmp_path / "tokens.html").read_text().count("[CLS]") == 1

@@ -266,3 +266,21 @@ def test_an_operator_with_several_inputs_is_refused() -> None:
 
     with pytest.raises(TypeError, match="operator= with several inputs"):
         Saliency(model, operator=operator).explain((image, table), 0)
+
+
+def test_reading_a_layer_stops_the_forward_pass_there() -> None:
+    from agnostic_saliency_torch import TorchBackend
+
+    from agnostic_saliency._structure import ModelInputs
+    from agnostic_saliency.backend import CallOptions
+
+    model, ids, mask = _tokens()
+    calls: list[int] = []
+    handle = model.head.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        inputs = ModelInputs("tuple", (0, 1), {0: ids, 1: mask}, (), {}, model.embed)
+        read = TorchBackend().layer_output(model, inputs, CallOptions())
+    finally:
+        handle.remove()
+    assert calls == []  # the head never ran
+    np.testing.assert_array_equal(read, model.embed.weight.detach().numpy()[ids])

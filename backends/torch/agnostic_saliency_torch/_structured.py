@@ -9,9 +9,10 @@ model's dtype, and are never differentiated.
 
 A layer (``layer=``, a ``torch.nn.Module`` inside the model) is read and replaced
 through a forward hook registered on that module alone for the duration of one
-forward pass, and removed afterwards. Its output is a tensor, or a tuple or list whose
-first item is the tensor meant (as many recurrent and attention modules return);
-the other items are left as they are.
+forward pass, and removed afterwards. Reading stops the forward pass at the layer
+(the hook raises :class:`_LayerRead`): the rest of the model has nothing to add. Its
+output is a tensor, or a tuple or list whose first item is the tensor meant (as many
+recurrent and attention modules return); the other items are left as they are.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def layer_output(runner: Any, place: _model.Placement, inputs: ModelInputs,
     with torch.inference_mode(False), torch.no_grad():
         converted = _converted(inputs, place, inputs.keys)
         with _hooked(runner, inputs.layer, None, grad=False) as hook:
-            _call(runner, inputs, converted, options)
+            try:
+                _call(runner, inputs, converted, options)
+            except _LayerRead:
+                pass
     hook.check()
     assert hook.output is not None
     return to_numpy(hook.output)
@@ -141,6 +145,8 @@ def _call(runner: Any, inputs: ModelInputs, converted: dict[Any, torch.Tensor],
     args, kwargs = inputs.arguments(converted)
     try:
         outputs = runner(*args, **kwargs)
+    except _LayerRead:
+        raise
     except Exception as error:
         if out_of_memory(error):
             raise  # the frontend retries with smaller chunks
@@ -157,10 +163,16 @@ def _describe(inputs: ModelInputs) -> str:
     return f"model({', '.join(entries + constants)})"
 
 
+class _LayerRead(BaseException):
+    """Raised by a reading hook once it has the layer's output: it ends the forward pass
+    there. A ``BaseException``, so that a model's own ``except Exception`` lets it pass."""
+
+
 class _Hook:
     """A forward hook that records (``values is None``) or replaces the output of one
     module, on its first call in a forward pass; later calls are counted and refused
-    afterwards by :meth:`check`. It never raises inside the model's forward."""
+    afterwards by :meth:`check`. It raises inside the model's forward only to end a
+    forward pass that read the layer (:class:`_LayerRead`)."""
 
     def __init__(self, layer: Any, values: np.ndarray | None, grad: bool) -> None:
         self.layer = layer
@@ -185,7 +197,7 @@ class _Hook:
             return None
         if self.values is None:
             self.output = first.detach()
-            return None
+            raise _LayerRead
         if tuple(first.shape) != self.values.shape:
             self.problem = _messages.layer_values_wrong_shape(
                 type(self.layer).__name__, self.values.shape, tuple(first.shape))

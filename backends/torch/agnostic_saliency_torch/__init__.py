@@ -5,7 +5,9 @@ of the backend's own, which the model never sees: the model gets a copy of it, s
 a forward that changes its input in place changes only that copy. No ``.grad``
 field, ``requires_grad`` flag, parameter or ``training`` flag is touched, and the
 caller's grad mode (``no_grad``, ``inference_mode``) does not matter. The
-computation runs in the dtype and on the device of the model's weights.
+computation runs in the dtype and on the device of the model's weights. Several
+inputs, side inputs and layer outputs (``layer=``): see
+:mod:`agnostic_saliency_torch._structured`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ of the backend's own, which the model never sees: the model gets a copy of it, s
 a forward that changes its input in place changes only that copy. No ``.grad``
 field, ``requires_grad`` flag, parameter or ``training`` flag is touched, and the
 caller's grad mode (``no_grad``, ``inference_mode``) does not matter. The
-computation runs in the dtype and on the device of the model's weights.
+computation runs in the dtype and on the device of the model's weights. Several
+inputs, side inputs and layer outputs (``layer=``): see
+:mod:`agnostic_saliency_torch._structured`.
 """
 
 from __future__ import annotations
@@ -15,29 +17,35 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from agnostic_saliency import messages
+from agnostic_saliency._structure import ModelInputs
 from agnostic_saliency.backend import (
     BackendBase,
     CallOptions,
     Magnitude,
     Operator,
     outputs_to_numpy,
-    warn,
 )
 from agnostic_saliency.cache import BoundedCache, ObjectKey
-from agnostic_saliency_torch import _messages, _model, _weights
-
-if TYPE_CHECKING:
-    import torch
+from agnostic_saliency_torch import _messages, _model, _structured, _weights
+from agnostic_saliency_torch._tensors import (
+    differentiate,
+    finish,
+    format_of,
+    forward,
+    is_tensor,
+    model_input,
+    out_of_memory,
+    score,
+    to_numpy,
+)
 
 __all__ = ["TorchBackend"]
 
 _SUFFIXES = (".pt", ".pth", ".ts", ".pt2")
-_REDUCERS = {"max": "amax", "mean": "mean", "sum": "sum"}
 
 
 class TorchBackend(BackendBase):
@@ -63,6 +71,10 @@ class TorchBackend(BackendBase):
     magnitude_maps = (None, "max", "mean", "sum")
     #: On a GPU, :meth:`start_gradient` returns once the work is queued.
     asynchronous = True
+    #: Several inputs (positional or keyword), side inputs and ``model_kwargs``.
+    structured_inputs = True
+    #: ``layer=``: a module's output, replaced through a forward hook on that module.
+    layer_outputs = True
 
     def __init__(self, compile: bool | Mapping[str, Any] = False) -> None:
         if not isinstance(compile, (bool, Mapping)):
@@ -107,28 +119,45 @@ class TorchBackend(BackendBase):
             raise ValueError(_messages.not_torchscript(str(path), error)) from None
 
     def is_out_of_memory(self, error: BaseException) -> bool:
-        return _out_of_memory(error)
+        return out_of_memory(error)
 
     def to_numpy(self, array: Any) -> np.ndarray:
-        return _to_numpy(array) if _is_tensor(array) else np.asarray(array)
+        return to_numpy(array) if is_tensor(array) else np.asarray(array)
 
-    def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
+    def predict(self, model: Any, inputs: np.ndarray | ModelInputs, options: CallOptions) -> Any:
+        """The model's output for one array or for a ``ModelInputs`` (several inputs,
+        side inputs, constants), with NumPy leaves."""
         import torch
 
         module, runner = self._module(model)
         place = _model.inspect(module, options)
         with torch.inference_mode(False), torch.no_grad():
-            x = _input(inputs, place)
-            outputs = _forward(runner, x.clone(memory_format=_format(place, x.ndim)), options)
-        return outputs_to_numpy(outputs, _is_tensor, _to_numpy)
+            if isinstance(inputs, ModelInputs):
+                outputs = _structured.forward(_hookable(module, runner, inputs), place,
+                                              inputs, options)
+            else:
+                x = model_input(inputs, place)
+                outputs = forward(runner, x.clone(memory_format=format_of(place, x.ndim)),
+                                  options)
+        return outputs_to_numpy(outputs, is_tensor, to_numpy)
 
-    def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
-                 options: CallOptions, magnitude: Magnitude | None = None) -> Any:
+    def layer_output(self, model: Any, inputs: ModelInputs, options: CallOptions) -> np.ndarray:
+        """The output of ``inputs.layer`` (a module of the model) when the model runs on
+        ``inputs``; the first tensor of a layer that returns a tuple."""
+        module, _ = self._module(model)
+        place = _model.inspect(module, options)
+        return _structured.layer_output(module, place, inputs, options)
+
+    def gradient(self, model: Any, inputs: np.ndarray | ModelInputs, targets: Any,
+                 operator: Operator | None, options: CallOptions,
+                 magnitude: Magnitude | None = None) -> Any:
         """The input gradient (see :class:`agnostic_saliency.backend.Backend`); with
-        ``magnitude``, its absolute values reduced on the model's device."""
+        ``magnitude``, its absolute values reduced on the model's device. For a
+        ``ModelInputs``: a dict of gradients by attributed key, or, with a layer, the
+        gradient with respect to the layer's output values."""
         return self.start_gradient(model, inputs, targets, operator, options, magnitude)()
 
-    def start_gradient(self, model: Any, inputs: np.ndarray, targets: Any,
+    def start_gradient(self, model: Any, inputs: np.ndarray | ModelInputs, targets: Any,
                        operator: Operator | None, options: CallOptions,
                        magnitude: Magnitude | None = None) -> Callable[[], Any]:
         """Check the model; on a GPU queue the gradient and return the function that
@@ -139,7 +168,14 @@ class TorchBackend(BackendBase):
         """
         module, runner = self._module(model)
         place = _model.inspect(module, options)
-        start = partial(_start, runner, place, inputs, targets, operator, options, magnitude)
+        if isinstance(inputs, ModelInputs):
+            if operator is not None:
+                raise TypeError(_messages.operator_with_structure())
+            start = partial(_structured.start_gradient, _hookable(module, runner, inputs),
+                            place, inputs, targets, options, magnitude)
+        else:
+            start = partial(_start, runner, place, inputs, targets, operator, options,
+                            magnitude)
         if place.device.type == "cpu":
             return lambda: start()()
         return start()
@@ -159,6 +195,12 @@ class TorchBackend(BackendBase):
         return model, compiled
 
 
+def _hookable(module: Any, runner: Any, inputs: ModelInputs) -> Any:
+    """What runs ``inputs``: the module itself where a layer is hooked (a forward hook
+    added to a compiled module would recompile it), else the runner."""
+    return module if inputs.layer is not None else runner
+
+
 def _start(runner: Any, place: _model.Placement, inputs: np.ndarray, targets: Any,
            operator: Operator | None, options: CallOptions, magnitude: Magnitude | None
            ) -> Callable[[], np.ndarray | None]:
@@ -167,115 +209,14 @@ def _start(runner: Any, place: _model.Placement, inputs: np.ndarray, targets: An
     import torch
 
     with torch.inference_mode(False), torch.enable_grad():
-        leaf = _input(inputs, place).requires_grad_(True)
+        leaf = model_input(inputs, place).requires_grad_(True)
         # The model gets a copy, never the leaf: in-place changes in its forward are
         # then allowed and reach neither the leaf nor the caller's memory.
-        x = leaf.clone(memory_format=_format(place, leaf.ndim))
-        score, weights = _score(runner, x, targets, operator, options)
-        if not score.requires_grad:
+        x = leaf.clone(memory_format=format_of(place, leaf.ndim))
+        scores, weights = score(runner, x, targets, operator, options)
+        if not scores.requires_grad:
             return lambda: None
-        try:
-            (grad,) = torch.autograd.grad(score, leaf, weights, allow_unused=True)
-        except RuntimeError as error:
-            if "cudnn RNN backward can only be called in training mode" in str(error):
-                raise RuntimeError(_messages.cudnn_rnn_backward()) from error
-            raise
+        (grad,) = differentiate(scores, [leaf], weights)
     if grad is None:
         return lambda: None
-    if magnitude is None:
-        return partial(_to_numpy, grad)
-    reducer, axis = magnitude
-    values = _upcast(grad.abs())  # 16-bit gradients are reduced in float32
-    if reducer is not None:
-        values = getattr(torch, _REDUCERS[reducer])(values, dim=axis)
-    return partial(_to_numpy, values)
-
-
-def _input(inputs: np.ndarray, place: _model.Placement) -> torch.Tensor:
-    """The inputs on the model's device and in its dtype; the caller's memory on the
-    CPU where nothing changes (the backend only reads it)."""
-    import torch
-
-    if inputs.dtype.kind == "V":  # ml_dtypes' bfloat16: NumPy cannot hand it to torch
-        inputs = inputs.astype(np.float32)
-    tensor = torch.from_numpy(inputs) if inputs.flags.writeable else torch.tensor(inputs)
-    dtype = place.dtype or tensor.dtype  # a model without floating weights: as given
-    if tensor.dtype != dtype and tensor.element_size() >= 4 and dtype.itemsize >= 4:
-        warn(messages.dtype_cast(str(inputs.dtype), str(dtype).replace("torch.", "")))
-    return tensor.to(device=place.device, dtype=dtype)
-
-
-def _format(place: _model.Placement, ndim: int) -> torch.memory_format:
-    """Channels-last for 4-D inputs of a model whose convolution weights are."""
-    import torch
-
-    return torch.channels_last if place.channels_last and ndim == 4 else torch.contiguous_format
-
-
-def _is_tensor(value: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.Tensor)
-
-
-def _out_of_memory(error: BaseException) -> bool:
-    torch = sys.modules.get("torch")
-    return isinstance(error, MemoryError) or (
-        torch is not None and isinstance(error, torch.OutOfMemoryError))
-
-
-def _forward(runner: Any, x: torch.Tensor, options: CallOptions) -> Any:
-    try:
-        outputs = runner(x)
-    except Exception as error:
-        if _out_of_memory(error):
-            raise  # the frontend retries with smaller chunks
-        raise ValueError(messages.model_failed(tuple(x.shape), error)) from error
-    return options.output_selector(outputs) if options.output_selector else outputs
-
-
-def _score(runner: Any, x: torch.Tensor, targets: Any, operator: Operator | None,
-           options: CallOptions) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """What to differentiate, and the ``grad_outputs`` of its vector-Jacobian product:
-    the operator's summed scores and ``None``, or the outputs and the target weights
-    (one-hot rows for class indices)."""
-    import torch
-
-    # Copied to the device before the forward pass (a copy after it would wait for it),
-    # and a copy on the CPU too: autograd may hand grad_outputs back as the gradient.
-    given = None if targets is None else torch.tensor(np.asarray(targets), device=x.device)
-    if operator is not None:
-        if given is not None and given.is_floating_point():
-            given = given.to(x.dtype)
-        scores = operator(runner, x, given)
-        if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(x),):
-            raise ValueError(messages.operator_wrong_shape(tuple(np.shape(scores)), len(x)))
-        return _upcast(scores).sum(), None
-    assert given is not None
-    outputs = _forward(runner, x, options)
-    if not isinstance(outputs, torch.Tensor):
-        raise TypeError(messages.output_not_tensor(messages.describe_output(outputs)))
-    if outputs.ndim == 0 or outputs.shape[0] != x.shape[0]:
-        raise ValueError(messages.output_wrong_shape(tuple(outputs.shape), len(x)))
-    outputs, targets = _upcast(outputs), np.asarray(targets)
-    if not given.is_floating_point():  # class indices: checked here, before a GPU sees them
-        if outputs.ndim != 2 or targets.shape != (len(x),):
-            raise ValueError(messages.weights_wrong_shape(targets.shape, tuple(outputs.shape)))
-        outside = targets[(targets < 0) | (targets >= outputs.shape[1])]
-        if outside.size:
-            raise ValueError(messages.targets_out_of_range(int(outside[0]), outputs.shape[1]))
-        return outputs, torch.zeros_like(outputs).scatter_(1, given.long()[:, None], 1.0)
-    if outputs.shape != given.shape:  # e.g. a model whose number of outputs changed
-        raise ValueError(messages.weights_wrong_shape(targets.shape, tuple(outputs.shape)))
-    return outputs, given.to(outputs.dtype)
-
-
-def _upcast(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` in float32 if it is 16-bit, else itself."""
-    return tensor.float() if tensor.is_floating_point() and tensor.element_size() < 4 else tensor
-
-
-def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """A tensor as a C-contiguous NumPy array (16-bit floats as float32); a CPU tensor's
-    memory is shared where it can be."""
-    tensor = _upcast(tensor.detach()).resolve_conj().resolve_neg()
-    return tensor.contiguous().cpu().numpy()  # made contiguous where it is: on the device
+    return partial(to_numpy, finish(grad, magnitude))

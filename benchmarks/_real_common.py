@@ -9,12 +9,14 @@ frameworks.
 
 from __future__ import annotations
 
+import importlib
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MODELS", "TARGET", "Config", "verdict"]
+__all__ = ["FRAMEWORKS", "MODELS", "TARGET", "Config", "child_env", "framework_module", "verdict"]
 
 #: The two models every framework builds.
 MODELS = ("resnet18", "vit")
@@ -22,6 +24,14 @@ MODELS = ("resnet18", "vit")
 TARGET = 1.03
 #: A reading within this relative noise of the target still counts as met.
 NOISE = 0.05
+#: Command-line name of each framework: (its ``_real_*`` module, ``KERAS_BACKEND`` or None).
+FRAMEWORKS = {
+    "torch": ("_real_torch", None),
+    "keras-tf": ("_real_keras", "tensorflow"),
+    "keras-jax": ("_real_keras", "jax"),
+    "keras-torch": ("_real_keras", "torch"),
+    "jax": ("_real_jax", None),
+}
 #: The seed of inputs, targets and weights.
 SEED = 0
 
@@ -114,3 +124,17 @@ def verdict(ratio: float) -> str:
     if ratio <= TARGET:
         return "met"
     return "met (within noise)" if ratio <= TARGET * (1 + NOISE) else "NOT met"
+
+
+def framework_module(framework: str) -> Any:
+    """The ``_real_*`` module of ``framework`` (Keras' backend is the process's)."""
+    return importlib.import_module(FRAMEWORKS[framework][0])
+
+
+def child_env(framework: str) -> dict[str, str]:
+    """The environment of ``framework``'s process: its Keras backend, JAX on the CPU."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
+    backend = FRAMEWORKS[framework][1]
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    return env

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,17 +33,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import Contender, agreement, machine, measure
-from _real_common import MODELS, TARGET, Config, verdict
+from _real_common import FRAMEWORKS, MODELS, TARGET, Config, child_env, framework_module, verdict
 from run import median_interval
 
-#: Command-line name: (module, KERAS_BACKEND or None).
-FRAMEWORKS = {
-    "torch": ("_real_torch", None),
-    "keras-tf": ("_real_keras", "tensorflow"),
-    "keras-jax": ("_real_keras", "jax"),
-    "keras-torch": ("_real_keras", "torch"),
-    "jax": ("_real_jax", None),
-}
 TITLES = {"torch": "PyTorch", "keras-tf": "Keras 3 on TensorFlow", "keras-jax": "Keras 3 on JAX",
           "keras-torch": "Keras 3 on PyTorch", "jax": "JAX (plain function)"}
 #: Maps may differ from native code's by float32 rounding only.
@@ -103,15 +93,6 @@ def _config(args: argparse.Namespace) -> Config:
     return replace(base, batch=args.batch or base.batch, image=args.image_size or base.image)
 
 
-def child_env(framework: str) -> dict[str, str]:
-    """The environment of ``framework``'s process: its Keras backend, JAX on the CPU."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_PLATFORMS": "cpu"}
-    backend = FRAMEWORKS[framework][1]
-    if backend:
-        env["KERAS_BACKEND"] = backend
-    return env
-
-
 def _run_child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "result.json"
@@ -128,11 +109,6 @@ def _run_child(framework: str, args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"real_models.py: the {TITLES[framework]} benchmark exited with "
                              f"code {done.returncode}: its message is above")
         return json.loads(path.read_text())  # type: ignore[no-any-return]
-
-
-def framework_module(framework: str) -> Any:
-    """The ``_real_*`` module of ``framework`` (Keras' backend is the process's)."""
-    return importlib.import_module(FRAMEWORKS[framework][0])
 
 
 def contenders(module: Any, model_name: str, config: Config) -> list[Contender]:

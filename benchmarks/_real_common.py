@@ -69,9 +69,10 @@ class Config:
         return (self.image // self.patch) ** 2
 
     def tiny(self) -> Config:
-        """The same models, narrow, with few classes, on small images: a smoke test."""
-        return replace(self, image=32, batch=2, classes=10, resnet_width=4, patch=8,
-                       vit_width=12, vit_depth=2, heads=3, mlp=24)
+        """The same kinds of models, narrow and shallow (two ResNet stages of one block,
+        two ViT layers), with 10 classes, on 32x32 images: a smoke test."""
+        return replace(self, image=32, batch=2, classes=10, resnet_width=4, blocks=(1, 1),
+                       patch=8, vit_width=12, vit_depth=2, heads=3, mlp=24)
 
     def inputs(self, channels_first: bool) -> tuple[np.ndarray, np.ndarray]:
         """Seeded float32 images (NCHW or NHWC, C-contiguous) and class indices.

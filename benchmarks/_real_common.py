@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FRAMEWORKS", "MODELS", "TARGET", "Config", "child_env", "framework_module", "verdict"]
+__all__ = ["FRAMEWORKS", "MODELS", "TARGET", "Config", "child_env", "framework_module",
+           "ours_factory", "verdict"]
 
 #: The two models every framework builds.
 MODELS = ("resnet18", "vit")
@@ -31,7 +32,10 @@ FRAMEWORKS = {
     "keras-jax": ("_real_keras", "jax"),
     "keras-torch": ("_real_keras", "torch"),
     "jax": ("_real_jax", None),
+    "jax-function": ("_real_jax", None),
 }
+#: The function of a framework's module that makes our contender, where not ``ours``.
+OURS = {"jax": "ours_nnx"}
 #: The seed of inputs, targets and weights.
 SEED = 0
 
@@ -130,6 +134,11 @@ def verdict(ratio: float) -> str:
 def framework_module(framework: str) -> Any:
     """The ``_real_*`` module of ``framework`` (Keras' backend is the process's)."""
     return importlib.import_module(FRAMEWORKS[framework][0])
+
+
+def ours_factory(framework: str) -> Any:
+    """``framework``'s maker of our contender: ``(model, x, y) -> run``."""
+    return getattr(framework_module(framework), OURS.get(framework, "ours"))
 
 
 def child_env(framework: str) -> dict[str, str]:

@@ -1,8 +1,11 @@
 """JAX: a ResNet-18 and a small ViT as plain functions of a parameter pytree.
 
-Native code is ``jax.jit(jax.grad(...))`` with the parameters as arguments; ours is
-``Saliency(function, backend="jax")`` on a function that closes over them. Images
-are NHWC, JAX's usual layout for convolutions.
+Native code is ``jax.jit(jax.grad(...))`` with the parameters as arguments. Ours is
+``Saliency`` on a Flax NNX module holding the same parameters (:func:`ours_nnx`; the
+backend passes a module's parameters to its compiled function as arguments too), or
+on a plain function that closes over them (:func:`ours`): then they are constants
+of the trace, which XLA may fold, so the maps of the ReLU network can differ from
+native code's by more than rounding where a value sits at a kink. Images are NHWC.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any
 import numpy as np
 from _real_common import Config, he_normal
 
-__all__ = ["Model", "build", "channels_first", "native", "ours", "versions"]
+__all__ = ["Model", "as_nnx", "build", "channels_first", "native", "ours", "ours_nnx",
+           "versions"]
 
 #: JAX's images here are NHWC.
 channels_first = False
@@ -33,10 +37,11 @@ class Model:
 
 
 def versions() -> dict[str, str]:
-    """JAX's version and its devices."""
+    """JAX's and Flax's versions and JAX's devices."""
+    import flax
     import jax
 
-    return {"jax": jax.__version__,
+    return {"jax": jax.__version__, "flax": flax.__version__,
             "jax_devices": ", ".join(str(device) for device in jax.devices())}
 
 
@@ -189,4 +194,32 @@ def ours(model: Model, x: np.ndarray, y: np.ndarray) -> Callable[[], np.ndarray]
     from agnostic_saliency import Saliency
 
     explainer = Saliency(model.function, backend="jax")
+    return lambda: explainer.explain(x, y)
+
+
+def as_nnx(model: Model) -> Any:
+    """``model`` as a Flax NNX module: its parameters as ``nnx.Param``s, the same ``apply``."""
+    import jax
+    from flax import nnx
+
+    def is_variable(value: Any) -> bool:
+        return isinstance(value, nnx.Variable)
+
+    class Network(nnx.Module):
+        def __init__(self) -> None:
+            self.params = nnx.data(jax.tree.map(nnx.Param, model.params))
+            self.apply = model.apply
+
+        def __call__(self, x: Any) -> Any:
+            params = jax.tree.map(lambda param: param[...], self.params, is_leaf=is_variable)
+            return self.apply(params, x)
+
+    return Network()
+
+
+def ours_nnx(model: Model, x: np.ndarray, y: np.ndarray) -> Callable[[], np.ndarray]:
+    """``Saliency(module).explain(x, y)`` on :func:`as_nnx` of ``model``, with its defaults."""
+    from agnostic_saliency import Saliency
+
+    explainer = Saliency(as_nnx(model))
     return lambda: explainer.explain(x, y)

@@ -33,7 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: Command-line name: the package a user imports first.
+#: Command-line name: the package a user imports first ("jax": a plain function that
+#: closes over its parameters).
 PACKAGES = {"torch": "torch", "keras-tf": "keras", "keras-jax": "keras", "jax": "jax"}
 VARIANTS = ("native", "ours")
 #: Most seconds ours may add to native code's time to the first map.

@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/real_models.py [--frameworks torch keras-tf keras-jax keras-torch jax]
+    python benchmarks/real_models.py [--frameworks torch keras-tf keras-jax keras-torch jax
+                                                   jax-function]
                                      [--models resnet18 vit] [--rounds 5] [--batch 8]
                                      [--image-size 224] [--out benchmarks/results/real_models]
 
@@ -34,11 +35,21 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import Contender, agreement, machine, measure
-from _real_common import FRAMEWORKS, MODELS, TARGET, Config, child_env, framework_module, verdict
+from _real_common import (
+    FRAMEWORKS,
+    MODELS,
+    TARGET,
+    Config,
+    child_env,
+    framework_module,
+    ours_factory,
+    verdict,
+)
 from run import median_interval
 
 TITLES = {"torch": "PyTorch", "keras-tf": "Keras 3 on TensorFlow", "keras-jax": "Keras 3 on JAX",
-          "keras-torch": "Keras 3 on PyTorch", "jax": "JAX (plain function)"}
+          "keras-torch": "Keras 3 on PyTorch", "jax": "JAX (Flax NNX module)",
+          "jax-function": "JAX (plain function, parameters closed over)"}
 #: Maps may differ from native code's by float32 rounding only.
 TOLERANCE = 1e-4
 OURS = "agnostic-saliency"
@@ -72,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frameworks", nargs="+", choices=list(FRAMEWORKS),
-                        default=list(FRAMEWORKS))
+                        default=[name for name in FRAMEWORKS if name != "jax-function"],
+                        help="default: all but jax-function")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5)")
     parser.add_argument("--warmup", type=int, default=2,
@@ -124,21 +136,22 @@ class _Keeping:
         return self.latest
 
 
-def contenders(module: Any, model_name: str, config: Config) -> list[Contender]:
+def contenders(framework: str, model_name: str, config: Config) -> list[Contender]:
     """Native code (first, the reference) and ours on ``model_name`` of ``config``.
 
     Each ``run`` keeps its latest map (attribute ``latest``).
     """
+    module = framework_module(framework)
     model = module.build(model_name, config)
     x, y = config.inputs(module.channels_first)
     return [Contender("native", _Keeping(module.native(model, x, y))),
-            Contender(OURS, _Keeping(module.ours(model, x, y)))]
+            Contender(OURS, _Keeping(ours_factory(framework)(model, x, y)))]
 
 
-def measure_case(module: Any, model_name: str, config: Config, rounds: int,
+def measure_case(framework: str, model_name: str, config: Config, rounds: int,
                  warmup: int) -> dict[str, dict[str, Any]]:
     """Timings of both contenders and how far our maps are from native code's."""
-    found = contenders(module, model_name, config)
+    found = contenders(framework, model_name, config)
     stats = measure(found, rounds, warmup=warmup)
     reference = np.asarray(_latest(found[0]), dtype=np.float64)
     for contender in found:
@@ -157,7 +170,7 @@ def _child(args: argparse.Namespace) -> int:
     config = _config(args)
     result: dict[str, Any] = {"versions": module.versions(), "models": {}}
     for model_name in args.models:
-        stats = measure_case(module, model_name, config, args.rounds, args.warmup)
+        stats = measure_case(args.child, model_name, config, args.rounds, args.warmup)
         result["models"][model_name] = stats
         print(f"  {model_name}: " + ", ".join(
             f"{name} {entry['median_ms'] / 1e3:.3f} s" for name, entry in stats.items()),

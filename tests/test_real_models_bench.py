@@ -31,7 +31,7 @@ TINY = Config().tiny()
 
 
 def _maps(framework: str, model_name: str) -> tuple[np.ndarray, np.ndarray]:
-    native, ours = contenders(framework_module(framework), model_name, TINY)
+    native, ours = contenders(framework, model_name, TINY)
     return np.asarray(native.run()), np.asarray(ours.run())
 
 

@@ -87,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="default: all but jax-function")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5)")
-    parser.add_argument("--warmup", type=int, default=2,
-                        help="untimed calls of each contender after its first (default 2)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed calls of each contender after its first (default 1)")
     parser.add_argument("--batch", type=int, default=None, help="images per call (default 8)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="height and width of the images (default 224)")

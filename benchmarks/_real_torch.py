@@ -2,7 +2,7 @@
 
 Written here because torchvision is not installed everywhere the benchmark runs.
 Native code feeds the model the same memory format as agnostic-saliency's PyTorch
-backend does for a convolutional model: a channels-last copy of the NCHW inputs.
+backend does: the model's own (NCHW for these models, whose weights are contiguous).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _vit(config: Config) -> Any:
 
 
 def native(model: Any, x: np.ndarray, y: np.ndarray) -> Callable[[], np.ndarray]:
-    """What an expert writes: a channels-last leaf, ``autograd.grad`` from one-hot rows.
+    """What an expert writes: an NCHW leaf, ``autograd.grad`` from one-hot rows.
 
     Parameters
     ----------
@@ -129,8 +129,7 @@ def native(model: Any, x: np.ndarray, y: np.ndarray) -> Callable[[], np.ndarray]
     rows = torch.from_numpy(y)[:, None]
 
     def run() -> np.ndarray:
-        leaf = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-        leaf.requires_grad_(True)
+        leaf = torch.from_numpy(x).requires_grad_(True)
         outputs = model(leaf)
         one_hot = torch.zeros_like(outputs).scatter_(1, rows, 1.0)
         (grad,) = torch.autograd.grad(outputs, leaf, grad_outputs=one_hot)

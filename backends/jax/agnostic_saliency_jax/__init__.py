@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 
-from agnostic_saliency import messages
 from agnostic_saliency.backend import (
     BackendBase,
     CallOptions,
@@ -55,7 +54,7 @@ from agnostic_saliency.backend import (
     Operator,
     OutputSelector,
     outputs_to_numpy,
-    warn,
+    report_cast,
 )
 from agnostic_saliency.cache import BoundedCache, object_key
 from agnostic_saliency_jax import _loading, _precision, _weights
@@ -209,7 +208,7 @@ class JaxBackend(BackendBase):
         if dtype.kind != "f" or dtype.itemsize > 4:  # float16/32 are computed as they are
             dtype = _compute_dtype(dtype)
             if dtype != inputs.dtype and inputs.dtype.itemsize >= 4:
-                warn(messages.dtype_cast(str(inputs.dtype), str(dtype)))
+                report_cast(inputs.dtype, dtype)
         # NumPy arguments go to the compiled function as they are: its own transfer is
         # one copy, cheaper than an explicit jax.device_put first.
         if operator is None and isinstance(targets, np.ndarray) and targets.dtype.kind == "i":

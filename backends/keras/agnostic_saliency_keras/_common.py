@@ -16,7 +16,7 @@ import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency.backend import outputs_to_numpy as _tree
-from agnostic_saliency.backend import warn
+from agnostic_saliency.backend import report_cast
 from agnostic_saliency.cache import BoundedCache, ObjectKey
 
 __all__ = [
@@ -126,7 +126,7 @@ def prepare_inputs(inputs: np.ndarray, dtype: str) -> np.ndarray:
     target = np.dtype(dtype) if dtype in _NUMPY_FLOATS else np.dtype(np.float32)
     if given != dtype and inputs.dtype.itemsize >= 4 and target.itemsize >= 4 \
             and dtype != "bfloat16":
-        warn(messages.dtype_cast(given, dtype))
+        report_cast(given, dtype)
     return inputs.astype(target, copy=False)
 
 

@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import BackendBase, CallOptions, Operator, outputs_to_numpy, warn
+from agnostic_saliency.backend import (
+    BackendBase,
+    CallOptions,
+    Operator,
+    outputs_to_numpy,
+    report_cast,
+)
 from agnostic_saliency.cache import BoundedCache, ObjectKey, object_key
 from agnostic_saliency_tensorflow import _loading, _precision
 from agnostic_saliency_tensorflow._traced import (
@@ -225,7 +231,7 @@ def _variables(model: Any, depth: int = 0) -> Any:
 
 def _warn_cast(given: tf.DType, used: tf.DType) -> None:
     if given != used and given.size >= 4 and used.size >= 4:
-        warn(messages.dtype_cast(given.name, used.name))
+        report_cast(given.name, used.name)
 
 
 # --- targets ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency import messages
-from agnostic_saliency.backend import CallOptions, Magnitude, Operator, warn
+from agnostic_saliency.backend import CallOptions, Magnitude, Operator, report_cast
 from agnostic_saliency_torch import _messages, _model
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def model_input(inputs: np.ndarray, place: _model.Placement) -> torch.Tensor:
     tensor = torch.from_numpy(inputs) if inputs.flags.writeable else torch.tensor(inputs)
     dtype = place.dtype or tensor.dtype  # a model without floating weights: as given
     if tensor.dtype != dtype and tensor.element_size() >= 4 and dtype.itemsize >= 4:
-        warn(messages.dtype_cast(str(inputs.dtype), str(dtype).replace("torch.", "")))
+        report_cast(inputs.dtype, dtype)
     return tensor.to(device=place.device, dtype=dtype)
 
 

@@ -130,7 +130,8 @@ class ComparisonReport:
 
 
 def compare(explainers_or_maps: Mapping[str, GradientExplainer | Any], inputs: Any = None,
-            targets: Any = None, *, top_k: float = 0.1) -> ComparisonReport:
+            targets: Any = None, *, top_k: float = 0.1, channel_axis: int = -1
+            ) -> ComparisonReport:
     """Explain the same inputs with several explainers (or take maps) and compare them.
 
     Parameters
@@ -150,6 +151,11 @@ def compare(explainers_or_maps: Mapping[str, GradientExplainer | Any], inputs: A
         predicts, and the others explain that same class.
     top_k
         Fraction of the positions used by :func:`top_k_overlap`, ``0 < top_k <= 1``.
+    channel_axis
+        The channel axis of image ``inputs``: ``-1`` (channels-last, the default) or
+        ``1`` (channels-first, moved to channels-last first). Images that look
+        channels-first (axis 1 of 1, 3 or 4 entries, a last axis of more than 4) are
+        refused under the default, naming this argument.
 
     Returns
     -------
@@ -180,6 +186,7 @@ def compare(explainers_or_maps: Mapping[str, GradientExplainer | Any], inputs: A
     with ExitStack() as stack:
         _enter_full_precision(stack, explainers.values())
         x = _as_numpy(inputs, next(iter(explainers.values()))) if explainers else np.empty(0)
+        x = _channels_last(x, channel_axis)
         for name, entry in explainers_or_maps.items():
             if name in explainers:
                 result, indices = _explain(name, entry, x, targets)
@@ -230,6 +237,19 @@ def _channels_first(name: str, explainer: Any) -> bool:
     if axis % 4 not in (1, 3):
         raise ValueError(messages.unsupported_channel_axis(name, axis))
     return axis % 4 == 1
+
+
+def _channels_last(x: np.ndarray, channel_axis: int) -> np.ndarray:
+    """Image inputs in the channels-last layout that :func:`compare` works in."""
+    if x.ndim != 4:
+        return x
+    if channel_axis % 4 == 1:
+        return np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    if channel_axis % 4 != 3:
+        raise ValueError(messages.bad_channel_axis(channel_axis, x.shape))
+    if x.shape[1] in (1, 3, 4) and x.shape[-1] > 4:
+        raise ValueError(messages.compare_channels_first(x.shape))
+    return x
 
 
 def _check_shapes(maps: Mapping[str, np.ndarray]) -> None:

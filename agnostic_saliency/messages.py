@@ -218,6 +218,12 @@ def inputs_not_array(inputs: object) -> str:
     )
 
 
+def compare_channels_first(shape: tuple[int, ...]) -> str:
+    return (f"compare() takes images channels-last, but inputs of shape {shape} look "
+            "channels-first (axis 1 is small, the last axis is not); pass channel_axis=1 "
+            "to compare them as they are (each explainer gets the layout it expects).")
+
+
 def output_key_missing(name: str, description: str) -> str:
     return (f"output={name!r}, but the model returned {description} without that key or "
             "attribute; pass the name of the tensor to explain (\"logits\"), or "

@@ -429,3 +429,17 @@ def _set_precision(kind: str, value: Any) -> None:
         sys.modules["jax"].config.update("jax_default_matmul_precision", value)
     else:
         sys.modules["tensorflow"].config.experimental.enable_tensor_float_32_execution(value)
+
+
+def test_channels_first_inputs_are_named_and_taken_with_channel_axis() -> None:
+    model = NumpyModel(make_spec("cnn"))
+    x = _images(2).astype(np.float32)  # channels-last
+    first = np.ascontiguousarray(np.moveaxis(x, -1, 1))
+    explainers = {"a": Saliency(model), "b": GradientInput(model)}
+    if first.shape[1] in (1, 3, 4) and first.shape[-1] > 4:
+        with pytest.raises(ValueError, match=r"look channels-first.*channel_axis=1"):
+            compare(explainers, first, 0)
+    expected = compare(explainers, x, 0)
+    found = compare(explainers, first, 0, channel_axis=1)
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(found.maps[name], expected.maps[name])

@@ -177,8 +177,8 @@ def run_ray_job(model_path_or_factory: ModelFactory, data: str | os.PathLike[str
         ``None`` for the predicted class, an int for every sample, or class indices
         (an array or the path of a ``.npy``).
     batch_timeout_s
-        Longest wait for the next batch of maps before the run fails (actors that
-        cannot start, a cluster short of resources) instead of waiting forever.
+        Longest wait for the actors to start, and for each next batch of maps,
+        before the run fails (a cluster short of resources) instead of waiting forever.
     options
         The method's options (``seed=``, ``backend=``...).
 
@@ -198,7 +198,11 @@ def run_ray_job(model_path_or_factory: ModelFactory, data: str | os.PathLike[str
         ray.init(address=address, include_dashboard=False if address is None else None,
                  log_to_driver=progress)
     try:
-        ray.data.DataContext.get_current().enable_progress_bars = progress
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = progress
+        # Every actor starts before the first batch (so all share the work), and actors
+        # that cannot start end the run with Ray's error instead of a wait without end.
+        context.wait_for_min_actors_s = int(batch_timeout_s)
         _check_gpus(ray, gpus_per_worker)
         # Ids from the driver's memory (8 bytes a row) rather than ray.data.range,
         # whose read tasks need a CPU that actors holding every CPU never give back;

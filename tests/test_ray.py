@@ -8,6 +8,7 @@ factory ends the run with its error on the driver.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import ray
+import ray._private.ray_constants
 import ray.cloudpickle
 
 from agnostic_saliency import Saliency, SmoothGrad, VarGrad
@@ -42,13 +44,23 @@ SMOOTH = {"nb_samples": 3, "noise": 0.3, "seed": 11}
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    try:
+    with loopback_only():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Ray on 127.0.0.1 only: its processes and this driver (which would otherwise
+    resolve 127.0.0.1 to the machine's network address) never leave the machine."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read by Ray's processes
+        patch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)  # and here
         yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +156,8 @@ def test_run_ray_job_writes_npy_and_zarr_in_id_order(local_ray: None, tmp_path: 
     summary = saliency_ray.run_ray_job(str(tmp_path / "model.pt"), tmp_path / "x.npy",
                                        tmp_path / "maps.npy", workers=2, method="smoothgrad",
                                        batch_size=6, progress=False, **SMOOTH)
-    expected, _ = SmoothGrad(model, **SMOOTH).explain_with_targets(x)  # ids 0..N-1
+    scripted = torch.jit.load(tmp_path / "model.pt")  # what the actors loaded
+    expected, _ = SmoothGrad(scripted, **SMOOTH).explain_with_targets(x)  # ids 0..N-1
     assert np.array_equal(np.load(tmp_path / "maps.npy"), expected)
     assert summary["rows"] == N and summary["backend"] == "torch"
     assert json.loads((tmp_path / "maps.npy.json").read_text()) == summary

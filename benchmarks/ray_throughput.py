@@ -5,7 +5,7 @@ Each configuration runs in a fresh interpreter, so that each reads its own ``VmH
 (the peak resident memory of the driver). Ray runs on this machine only
 (``ray.init(num_cpus=2)``); each actor has one CPU, hence one framework thread.
 
-    python benchmarks/ray_throughput.py [--rows 8192] [--samples 16]
+    python benchmarks/ray_throughput.py [--rows 8192] [--samples 16] [--modes ray-2]
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ def peak_mb() -> float:
     return float("nan")
 
 
-def rss_mb() -> float:
+def rss_mb(kind: str = "VmRSS") -> float:
+    """Resident memory now: all of it (``VmRSS``), private (``RssAnon``), or shared
+    memory mapped in (``RssShmem``: Ray's object store pages that the driver read)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{kind}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -78,11 +80,13 @@ def run_one(mode: str, data: str, out: str, samples: int, batch_size: int) -> di
     summary = run_ray_job(build_cnn, data, out, workers=workers, method="smoothgrad",
                           batch_size=batch_size, progress=False, **options)
     seconds = time.perf_counter() - start
+    anon, shared = rss_mb("RssAnon"), rss_mb("RssShmem")
     ray.shutdown()
     busy = summary["compute_seconds"]
     return {"mode": mode, "rows": n, "seconds": seconds, "rows_per_s": n / seconds,
             "compute_rows_per_s": n / busy * workers, "rss_before_run_mb": before,
-            "peak_mb": peak_mb(), "rows_per_worker": list(summary["rows_per_worker"].values())}
+            "peak_mb": peak_mb(), "anon_after_mb": anon, "shmem_after_mb": shared,
+            "rows_per_worker": list(summary["rows_per_worker"].values())}
 
 
 def main() -> None:
@@ -90,6 +94,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8192)
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--modes", nargs="+", default=["single", "ray-1", "ray-2"],
+                        choices=["single", "ray-1", "ray-2"])
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -105,7 +111,7 @@ def main() -> None:
         np.save(data, x)
         print(f"inputs {x.nbytes / 2**20:.0f} MB, maps {args.rows * 32 * 32 * 4 / 2**20:.0f} MB")
         del x
-        for mode in ("single", "ray-1", "ray-2"):
+        for mode in args.modes:
             output = subprocess.run(
                 [sys.executable, __file__, "--one", mode, "--data", str(data), "--rows",
                  str(args.rows), "--samples", str(args.samples), "--batch-size",

@@ -130,9 +130,14 @@ def _targets(spec: str | None, data: Any) -> Any:
 
 def make_explainer(args: argparse.Namespace, model: Any, backend: str) -> GradientExplainer:
     """The explainer that ``--method`` and the method options ask for."""
+    return _METHODS[args.method](model, **method_options(args, args.backend or backend))
+
+
+def method_options(args: argparse.Namespace, backend: str | None) -> dict[str, Any]:
+    """The keyword arguments of ``--method`` from the command line's options."""
     method = _METHODS[args.method]
     accepted = inspect.signature(method).parameters
-    options: dict[str, Any] = {"backend": args.backend or backend,
+    options: dict[str, Any] = {"backend": backend,
                                "batch_size": args.batch_size, "strict": args.strict,
                                "channel_axis": args.channel_axis}
     for option, parameter in METHOD_OPTIONS.items():
@@ -145,7 +150,7 @@ def make_explainer(args: argparse.Namespace, model: Any, backend: str) -> Gradie
         options[parameter] = None if value == "none" else value
     if "seed" in accepted and options.get("seed") is None:
         options["seed"] = 0  # reproducible maps, and a resumable store
-    return method(model, **options)
+    return options
 
 
 def _check_png_folder(folder: Path) -> None:
@@ -173,6 +178,8 @@ def run_explain(args: argparse.Namespace) -> Path:
         raise ValueError(f"--out {args.out}: expected a .npy file or a .zarr store.")
     if args.png:
         _check_png_folder(Path(args.png))
+    if getattr(args, "ray", None) is not None:
+        return _run_on_ray(args, out)
     model, backend = load_model(args.model)
     explainer = make_explainer(args, model, backend)
     normalize = args.normalize or (None, None)
@@ -188,6 +195,23 @@ def run_explain(args: argparse.Namespace) -> Path:
                            progress=False if args.quiet else None, batch_size=args.batch_size)
     if args.png:
         _write_pngs(explainer, maps, data, Path(args.png), args.batch_size)
+    return out
+
+
+def _run_on_ray(args: argparse.Namespace, out: Path) -> Path:
+    """``--ray [ADDRESS]``: the same job on Ray Data actors, the same store."""
+    from agnostic_saliency.ray import run_ray_job
+
+    if Path(args.inputs).suffix not in (".npy", ".zarr") or args.resume or args.png:
+        raise ValueError(f"--ray takes a .npy file or a .zarr array as DATA (got {args.inputs}),"
+                         " without --resume or --png; convert the data, or run without --ray.")
+    targets: Any = None if args.targets in (None, "predicted") else (
+        int(args.targets) if args.targets.lstrip("-").isdigit() else args.targets)
+    options = method_options(args, args.backend)
+    options.pop("batch_size")
+    run_ray_job(args.model, args.inputs, out, address=None if args.ray == "local" else args.ray,
+                workers=args.workers, gpus_per_worker=args.gpus_per_worker, method=args.method,
+                targets=targets, batch_size=args.batch_size, progress=not args.quiet, **options)
     return out
 
 

@@ -59,6 +59,11 @@ def _explain_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
                              "0.229,0.224,0.225), or one value for all")
     images.add_argument("--grayscale", action="store_true", help="read images as one channel")
     explain.add_argument("--png", help="folder for one PNG overlay per input (checked first)")
+    scale = explain.add_argument_group("Ray Data (the [ray] extra)")
+    scale.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run on Ray: a local cluster, or the cluster at ADDRESS")
+    scale.add_argument("--workers", type=int, default=2, help="actors, one model each")
+    scale.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per actor")
     explain.add_argument("--quiet", action="store_true", help="no progress")
     explain.add_argument("--strict", action="store_true",
                          help="fail instead of warning about all-zero maps, probability "

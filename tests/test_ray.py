@@ -272,3 +272,21 @@ def test_importing_the_package_never_imports_ray() -> None:
     output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                             text=True).stdout
     assert output.strip().splitlines()[-1] == "[]"
+
+
+def test_the_command_line_on_ray_writes_the_store_it_writes_without(
+        local_ray: None, tmp_path: Path) -> None:
+    import torch
+
+    from agnostic_saliency.cli import main
+
+    x = _inputs(TORCH_SPEC, seed=5)
+    np.save(tmp_path / "x.npy", x)
+    model = build_torch(TORCH_SPEC)
+    torch.jit.save(torch.jit.trace(model, torch.from_numpy(x[:2])), tmp_path / "model.pt")
+    common = [str(tmp_path / "model.pt"), str(tmp_path / "x.npy"), "--method", "smoothgrad",
+              "--nb-samples", "3", "--seed", "4", "--batch-size", "5", "--quiet"]
+    assert main(["explain", *common, "--out", str(tmp_path / "alone.npy")]) == 0
+    assert main(["explain", *common, "--out", str(tmp_path / "ray.npy"), "--ray",
+                 "--workers", "2"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "alone.npy"))

@@ -1,0 +1,31 @@
+"""Token saliency through a ``keras.layers.Embedding`` of a functional text classifier
+with a padding-mask input, on Keras' TensorFlow backend (JAX and PyTorch: see
+``test_keras_structured.py``): maps equal the analytic gradient with respect to the
+embedding's output, padding gets exactly zero."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("keras")
+
+from keras_process.keras_structured_checks import (  # noqa: E402
+    check_embedding_layer,
+    check_embedding_layer_ig,
+    check_layer_of_a_subclassed_model_is_refused,
+)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, None])
+def test_token_saliency_through_the_embedding(batch_size: Any) -> None:
+    check_embedding_layer(batch_size)
+
+
+def test_gradient_input_and_ig_in_the_embedding_space() -> None:
+    check_embedding_layer_ig()
+
+
+def test_a_layer_of_a_subclassed_model_is_refused_with_the_next_step() -> None:
+    check_layer_of_a_subclassed_model_is_refused()

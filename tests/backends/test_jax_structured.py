@@ -111,3 +111,38 @@ def test_a_model_that_fails_names_the_shapes_and_the_convention() -> None:
     image, table = _pair()
     with pytest.raises(ValueError, match=r"inputs of shapes \{'0': \(5, 4, 4, 2\)"):
         Saliency(by_name, backend="jax").explain((image, table), 0)
+
+
+def test_flax_nnx_and_equinox_modules_take_several_inputs() -> None:
+    import equinox as eqx
+    from flax import nnx
+
+    class Joined(nnx.Module):
+        def __init__(self, rngs: Any) -> None:
+            self.a = nnx.Linear(6, 3, rngs=rngs)
+            self.b = nnx.Linear(2, 3, rngs=rngs)
+
+        def __call__(self, x: Any, *, extra: Any) -> Any:
+            return jnp.tanh(self.a(x)) * self.b(extra)
+
+    class JoinedEqx(eqx.Module):
+        a: Any
+        b: Any
+
+        def __call__(self, x: Any, *, extra: Any) -> Any:
+            return jnp.tanh(x @ self.a) * (extra @ self.b)
+
+    x = RNG.normal(size=(4, 6)).astype(np.float32)
+    extra = RNG.normal(size=(4, 2)).astype(np.float32)
+    models = [Joined(nnx.Rngs(0)),
+              JoinedEqx(jnp.asarray(RNG.normal(size=(6, 3)), jnp.float32),
+                        jnp.asarray(RNG.normal(size=(2, 3)), jnp.float32))]
+    for model in models:
+        maps = Saliency(model, backend="jax").explain({"x": x, "extra": extra}, 1)
+
+        def score(a: Any, b: Any, model: Any = model) -> Any:
+            return model(a, extra=b)[:, 1].sum()
+
+        grad_x, grad_extra = jax.grad(score, argnums=(0, 1))(jnp.asarray(x), jnp.asarray(extra))
+        np.testing.assert_allclose(maps["x"], np.abs(grad_x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(maps["extra"], np.abs(grad_extra), rtol=1e-5, atol=1e-6)

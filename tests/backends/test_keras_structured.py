@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("keras")
 
-from keras_process.keras_structured_checks import (  # noqa: E402
+from keras_process.keras_structured_checks import (
     check_dict_inputs,
     check_list_inputs,
     check_smoothgrad_with_a_mask_side_input,

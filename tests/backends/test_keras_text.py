@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("keras")
 
-from keras_process.keras_structured_checks import (  # noqa: E402
+from keras_process.keras_structured_checks import (
     check_embedding_layer,
     check_embedding_layer_ig,
     check_layer_of_a_subclassed_model_is_refused,

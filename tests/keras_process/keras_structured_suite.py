@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("keras")
 
-from keras_process.keras_structured_checks import CHECKS  # noqa: E402
+from keras_process.keras_structured_checks import CHECKS
 
 
 @pytest.mark.parametrize("name", sorted(CHECKS))

@@ -23,8 +23,6 @@ import sys
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-import numpy as np
-
 from agnostic_saliency import messages
 from agnostic_saliency._structure import ModelInputs
 from agnostic_saliency.cache import ObjectKey

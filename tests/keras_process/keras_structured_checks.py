@@ -181,7 +181,29 @@ def check_layer_of_a_subclassed_model_is_refused() -> None:
         raise AssertionError("a layer of a subclassed model was not refused")
 
 
+def check_sequential_with_one_input() -> None:
+    """One array of token ids: d out_k / d embedding_l = W[:, k] / length for every token."""
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((5,), dtype="int32"), keras.layers.Embedding(9, 3),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+    ids = RNG.integers(0, 9, size=(3, 5)).astype(np.int32)
+    maps = Saliency(model, backend="keras", layer=model.layers[0]).explain(ids, 1)
+    kernel = model.layers[-1].get_weights()[0]
+    np.testing.assert_allclose(maps, np.full((3, 5), np.linalg.norm(kernel[:, 1]) / 5),
+                               rtol=1e-5)
+    masked = keras.Sequential([keras.Input((5,), dtype="int32"),
+                               keras.layers.Embedding(9, 3, mask_zero=True),
+                               keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(2)])
+    try:
+        Saliency(masked, backend="keras", layer=masked.layers[0]).explain(ids, 1)
+    except TypeError as error:
+        assert "mask_zero=True" in str(error) and "padding mask as an input" in str(error)
+    else:
+        raise AssertionError("an Embedding with mask_zero=True was not refused")
+
+
 CHECKS = {
+    "sequential_one_input": check_sequential_with_one_input,
     "list_inputs_1": lambda: check_list_inputs(1),
     "list_inputs_2": lambda: check_list_inputs(2),
     "list_inputs_all": lambda: check_list_inputs(None),

@@ -7,10 +7,13 @@ The framework-free messages (shapes, targets, dtypes) live in
 from __future__ import annotations
 
 __all__ = [
+    "inputs_count",
+    "inputs_names",
     "keras_backend_unsupported",
     "layer_head_failed",
     "layer_needs_functional",
     "layer_not_in_model",
+    "layer_with_mask",
     "operator_with_structure",
     "structured_model_failed",
 ]
@@ -60,4 +63,27 @@ def operator_with_structure() -> str:
         "an operator takes one input array; several inputs and layer= are explained with "
         "targets (class indices or output weights). Pass targets, or one array of inputs "
         "with the operator."
+    )
+
+
+def layer_with_mask(layer_name: str) -> str:
+    return (
+        f"layer {layer_name!r} has mask_zero=True: the layers after it read the Keras mask it "
+        "makes, which a model cut at its output does not carry. Pass the padding mask as an "
+        "input of the model (keras.Input) and use it explicitly, or pass the embeddings as "
+        "inputs."
+    )
+
+
+def inputs_count(given: int, expected: int) -> str:
+    return (
+        f"{given} inputs entries were given for a model with {expected} keras.Input tensors; "
+        "pass one entry per model input, in the order of model.inputs."
+    )
+
+
+def inputs_names(missing: list[object], names: list[str]) -> str:
+    return (
+        f"the inputs dict has keys {missing} that name no keras.Input of the model (its "
+        f"inputs are {names}); use the names given to keras.Input(name=...)."
     )

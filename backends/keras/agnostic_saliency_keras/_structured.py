@@ -8,8 +8,8 @@ with the framework's own autodiff (``tf.GradientTape``, ``jax.grad``,
 they are and never differentiated.
 
 With ``layer=`` a layer of a functional model, the model is cut at that layer with
-public Keras: ``keras.Model(model.input, layer.output)`` reads the layer's output,
-and ``keras.Model([layer.output, *other_inputs], model.output)`` (Keras clones the
+public Keras: ``keras.Model(model.inputs, layer.output)`` reads the layer's output,
+and ``keras.Model([layer.output, *other_inputs], model.outputs)`` (Keras clones the
 part of the graph between them) is the head whose first input is replaced by the
 given values. Both are built once per model and layer, in a bounded cache.
 """
@@ -42,11 +42,20 @@ def layer_output(model: Any, inputs: ModelInputs) -> np.ndarray:
     """The output of ``inputs.layer`` when ``model`` runs on ``inputs``."""
     import keras
 
+    layer = _checked_layer(model, inputs.layer)
+    by_key = _model_inputs(model, inputs)
     reader = _MODELS.get_or_create(
-        ("reader", ObjectKey(model), ObjectKey(inputs.layer)),
-        lambda: keras.Model(_graph(model, inputs.layer).input, inputs.layer.output))
-    return np.asarray(keras.ops.convert_to_numpy(
-        _call(reader, inputs, _converted(model, inputs), CallOptions())))
+        ("reader", ObjectKey(model), ObjectKey(layer), tuple(by_key)),
+        lambda: keras.Model([by_key[key] for key in inputs.keys], layer.output))
+    converted = _converted(model, inputs)
+    try:
+        outputs = reader([converted[key] for key in inputs.keys], training=False)
+    except Exception as error:
+        if is_out_of_memory(error):
+            raise
+        shapes = {str(key): tuple(value.shape) for key, value in inputs.values.items()}
+        raise ValueError(_messages.structured_model_failed(shapes, error)) from error
+    return np.asarray(keras.ops.convert_to_numpy(outputs))
 
 
 def gradient(model: Any, inputs: ModelInputs, targets: Any, options: CallOptions) -> Any:
@@ -101,34 +110,39 @@ def _call(model: Any, inputs: ModelInputs, converted: Mapping[Any, Any],
     return options.output_selector(outputs) if options.output_selector else outputs
 
 
-def _graph(model: Any, layer: Any) -> Any:
-    """``model`` when it is a functional model holding ``layer``, else a clear error."""
+def _checked_layer(model: Any, layer: Any) -> Any:
+    """``layer`` when ``model`` is a functional or Sequential model holding it, else a
+    clear error."""
     import keras
 
     try:  # a functional or sequential model has a graph from its inputs to its outputs
-        functional = isinstance(model, keras.Model) and model.output is not None \
-            and model.input is not None
+        functional = isinstance(model, keras.Model) and bool(model.inputs) \
+            and bool(model.outputs)
     except (AttributeError, ValueError):
         functional = False
     if not functional:
         raise TypeError(_messages.layer_needs_functional(type(model).__name__))
-    if not any(operation is layer for operation in model.operations):
+    if not any(item is layer for item in model.layers):
         raise TypeError(_messages.layer_not_in_model(type(layer).__name__,
                                                      getattr(model, "name", "")))
-    return model
+    if getattr(layer, "mask_zero", False):
+        raise TypeError(_messages.layer_with_mask(layer.name))
+    return layer
 
 
 def _model_inputs(model: Any, inputs: ModelInputs) -> dict[Any, Any]:
-    """The model's ``keras.Input`` tensors by the caller's keys."""
-    structure = model.input
-    if inputs.kind == "array":
-        return {inputs.keys[0]: structure[0] if isinstance(structure, list) else structure}
-    if inputs.kind == "dict":
-        if not isinstance(structure, Mapping):
-            named = {tensor.name: tensor for tensor in model.inputs}
-            return {key: named[key] for key in inputs.keys}
-        return {key: structure[key] for key in inputs.keys}
-    return {key: structure[key] for key in inputs.keys}
+    """The model's ``keras.Input`` tensors by the caller's keys (by name for a dict, by
+    position for a list or tuple)."""
+    tensors = list(model.inputs)
+    if inputs.kind != "dict":
+        if len(tensors) != len(inputs.keys):
+            raise ValueError(_messages.inputs_count(len(inputs.keys), len(tensors)))
+        return dict(zip(inputs.keys, tensors, strict=True))
+    named = {tensor.name: tensor for tensor in tensors}
+    missing = [key for key in inputs.keys if key not in named]
+    if missing:
+        raise ValueError(_messages.inputs_names(missing, list(named)))
+    return {key: named[key] for key in inputs.keys}
 
 
 def _head(model: Any, inputs: ModelInputs) -> tuple[Any, ModelInputs]:
@@ -136,15 +150,15 @@ def _head(model: Any, inputs: ModelInputs) -> tuple[Any, ModelInputs]:
     first, then the side inputs the head still needs)."""
     import keras
 
-    layer = inputs.layer
-    graph = _graph(model, layer)
-    by_key = _model_inputs(graph, inputs)
+    layer = _checked_layer(model, inputs.layer)
+    by_key = _model_inputs(model, inputs)
     fed = layer.input if isinstance(layer.input, list) else [layer.input]
     others = [key for key, tensor in by_key.items() if not any(tensor is f for f in fed)]
 
     def build() -> Any:
         try:
-            return keras.Model([layer.output, *[by_key[key] for key in others]], model.output)
+            return keras.Model([layer.output, *[by_key[key] for key in others]],
+                               model.outputs[0] if len(model.outputs) == 1 else model.outputs)
         except Exception as error:
             raise TypeError(_messages.layer_head_failed(layer.name, error)) from error
 

@@ -16,7 +16,7 @@ given values. Both are built once per model and layer, in a bounded cache.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -164,7 +164,7 @@ def _head(model: Any, inputs: ModelInputs) -> tuple[Any, ModelInputs]:
 
     head = _MODELS.get_or_create(("head", ObjectKey(model), ObjectKey(layer), tuple(others)),
                                  build)
-    values = {0: np.asarray(inputs.layer_values)}
+    values: dict[Hashable, np.ndarray] = {0: np.asarray(inputs.layer_values)}
     values.update({index + 1: inputs.values[key] for index, key in enumerate(others)})
     head_inputs = replace(inputs, kind="list", keys=tuple(values), values=values,
                           attributed=(0,), layer=None, layer_values=None)

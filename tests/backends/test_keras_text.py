@@ -14,6 +14,7 @@ pytest.importorskip("keras")
 from keras_process.keras_structured_checks import (
     check_embedding_layer,
     check_embedding_layer_ig,
+    check_intermediate_layer,
     check_layer_of_a_subclassed_model_is_refused,
     check_sequential_with_one_input,
 )
@@ -34,3 +35,7 @@ def test_a_layer_of_a_subclassed_model_is_refused_with_the_next_step() -> None:
 
 def test_one_input_sequential_and_mask_zero_refused() -> None:
     check_sequential_with_one_input()
+
+
+def test_an_intermediate_layer_is_replaced_by_the_given_values() -> None:
+    check_intermediate_layer()

@@ -181,6 +181,17 @@ def check_layer_of_a_subclassed_model_is_refused() -> None:
         raise AssertionError("a layer of a subclassed model was not refused")
 
 
+def check_intermediate_layer() -> None:
+    """layer= the tanh Dense after the embedding: d out_k / d t_l = share_l * W_head[:, k]."""
+    model = _text_model()
+    ids, mask = _tokens()
+    maps = Saliency(model, backend="keras", layer=model.get_layer("mix")).explain(
+        [ids, mask], 2)
+    head = model.get_layer("head").get_weights()[0]
+    share = mask / mask.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(maps, np.linalg.norm(head[:, 2]) * share, rtol=1e-5)
+
+
 def check_sequential_with_one_input() -> None:
     """One array of token ids: d out_k / d embedding_l = W[:, k] / length for every token."""
     keras.utils.set_random_seed(2)
@@ -203,6 +214,7 @@ def check_sequential_with_one_input() -> None:
 
 
 CHECKS = {
+    "intermediate_layer": check_intermediate_layer,
     "sequential_one_input": check_sequential_with_one_input,
     "list_inputs_1": lambda: check_list_inputs(1),
     "list_inputs_2": lambda: check_list_inputs(2),

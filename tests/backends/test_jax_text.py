@@ -84,9 +84,40 @@ def test_gradient_input_and_ig_in_the_embedding_space() -> None:
 def test_layers_of_functions_and_foreign_modules_are_refused_with_the_next_step() -> None:
     model = TextClassifier(nnx.Rngs(2))
     ids, mask = _tokens()
-    with pytest.raises(TypeError, match="Flax NNX modules only"):
+    with pytest.raises(TypeError, match="Flax NNX and Equinox modules only"):
         Saliency(jax.jit(lambda i, m: model(i, m)), backend="jax",
                  layer=model.embed).explain((ids, mask), 0)
     other = TextClassifier(nnx.Rngs(3))
     with pytest.raises(TypeError, match="no submodule of the TextClassifier"):
         Saliency(model, backend="jax", layer=other.embed).explain((ids, mask), 0)
+
+
+def test_a_submodule_of_an_equinox_model() -> None:
+    import equinox as eqx
+
+    class Table(eqx.Module):
+        weight: Any
+
+        def __call__(self, ids: Any) -> Any:
+            return self.weight[ids]
+
+    class Classifier(eqx.Module):
+        embed: Table
+        head: Any
+
+        def pooled(self, hidden: Any, mask: Any) -> Any:
+            weights = mask[..., None].astype(hidden.dtype)
+            return jnp.tanh((hidden * weights).sum(axis=1)) @ self.head
+
+        def __call__(self, ids: Any, mask: Any) -> Any:
+            return self.pooled(self.embed(ids), mask)
+
+    model = Classifier(Table(jnp.asarray(RNG.normal(size=(11, 4)), jnp.float32)),
+                       jnp.asarray(RNG.normal(size=(4, 3)), jnp.float32))
+    ids, mask = _tokens()
+    maps = Saliency(model, backend="jax", layer=model.embed, reducer="sum").explain(
+        (ids, mask), 2)
+    hidden = model.embed(jnp.asarray(ids))
+    grad = jax.grad(lambda h: model.pooled(h, jnp.asarray(mask))[:, 2].sum())(hidden)
+    np.testing.assert_allclose(maps, np.abs(np.asarray(grad)).sum(axis=-1), rtol=1e-5, atol=1e-7)
+    assert np.all(maps[mask == 0] == 0)

@@ -96,7 +96,7 @@ class JaxBackend(BackendBase):
     # Reduced in the compiled program. Not |g| alone: XLA's result is read-only, and
     # the frontend's copy of it costs what NumPy's absolute value does.
     magnitude_maps = ("max", "mean", "sum")
-    # Several inputs as model(*args, **kwargs); layers: Flax NNX submodules.
+    # Several inputs as model(*args, **kwargs); layers: Flax NNX and Equinox submodules.
     structured_inputs = True
     layer_outputs = True
 
@@ -231,7 +231,7 @@ class JaxBackend(BackendBase):
         return partial(np.asarray if dtype.kind == "f" else _to_numpy, gradient)
 
     def layer_output(self, model: Any, inputs: Any, options: CallOptions) -> np.ndarray:
-        """The output of the Flax NNX submodule ``inputs.layer`` on ``inputs`` (a copy of
+        """The output of the NNX or Equinox submodule ``inputs.layer`` on ``inputs`` (a copy of
         the model runs; the model itself is never changed)."""
         split = split_model(model)
         check_training_mode(model, options, split, self._training_layers)

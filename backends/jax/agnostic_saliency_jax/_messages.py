@@ -52,8 +52,8 @@ def linen_module(model_type: str) -> str:
 def layer_needs_nnx(model_type: str) -> str:
     return (
         f"layer= was given with a {model_type}; the JAX backend explains layers of Flax NNX "
-        "modules only (layer=model.embed, a submodule). For a JAX function or an Equinox "
-        "module, compute the layer's output yourself and explain a function of it, passing "
+        "and Equinox modules only (layer=model.embed, a submodule). For a JAX function, "
+        "compute the layer's output yourself and explain a function of it, passing "
         "the embeddings as inputs."
     )
 

@@ -10,9 +10,10 @@ shapes and dtypes of every argument; the backend's cache keys the function on th
 model's structure, the call's kind, keys and attributed keys, the layer's path, the
 output selector and the constants.
 
-With ``layer=`` a Flax NNX submodule of the model: inside the trace, the model is
-a copy rebuilt from its parameters, and the submodule at the layer's path in that
-copy is swapped for an object returning the given values. The user's model is
+With ``layer=`` a submodule of a Flax NNX or Equinox model: inside the trace, the
+model is a copy rebuilt from its parameters, and the submodule at the layer's path
+in that copy is swapped (an attribute set on the NNX copy, ``eqx.tree_at`` for
+Equinox) for an object returning the given values. The user's model is
 never changed. Reading the layer's output swaps it, on a copy too, for an object
 that calls the layer and keeps its output.
 """
@@ -59,32 +60,61 @@ class _Recorder:
 
 
 def layer_path(model: Any, layer: Any) -> Path:
-    """The path of the Flax NNX submodule ``layer`` inside ``model``.
+    """Where ``layer`` sits in ``model``: ``("nnx", attribute path)`` for a submodule of
+    a Flax NNX module, ``("equinox", key path)`` for a submodule of an Equinox module.
 
     Raises
     ------
     TypeError
-        When ``model`` is no Flax NNX module or ``layer`` is none of its submodules.
+        When ``model`` is neither, or ``layer`` is none of its submodules.
     """
     nnx = sys.modules.get("flax.nnx")
-    if nnx is None or not isinstance(model, nnx.Module):
+    eqx = sys.modules.get("equinox")
+    if nnx is not None and isinstance(model, nnx.Module):
+        paths = [tuple(path) for path, module in nnx.iter_modules(model)
+                 if module is layer and path]
+        kind = "nnx"
+    elif eqx is not None and isinstance(model, eqx.Module):
+        import jax
+
+        found = jax.tree_util.tree_flatten_with_path(model, is_leaf=lambda node: node is layer)[0]
+        paths = [tuple(path) for path, leaf in found if leaf is layer and path]
+        kind = "equinox"
+    else:
         raise TypeError(_messages.layer_needs_nnx(type(model).__name__))
-    paths = [path for path, module in nnx.iter_modules(model) if module is layer and path]
     if not paths:
         raise TypeError(_messages.layer_not_found(type(layer).__name__, type(model).__name__))
-    return tuple(paths[0])
+    return (kind, paths[0])
 
 
-def _swap(model: Any, path: Path, replacement: Any) -> None:
-    """Put ``replacement`` at ``path`` in ``model`` (a copy of the user's model)."""
-    parent = model
-    for step in path[:-1]:
-        parent = parent[step] if isinstance(step, int) else getattr(parent, step)
-    last = path[-1]
+def _at(node: Any, path: Path) -> Any:
+    """The node at an NNX attribute path or a JAX key path."""
+    for step in path:
+        if isinstance(step, int):
+            node = node[step]
+        elif isinstance(step, str):
+            node = getattr(node, step)
+        elif hasattr(step, "name"):  # GetAttrKey
+            node = getattr(node, step.name)
+        elif hasattr(step, "idx"):  # SequenceKey
+            node = node[step.idx]
+        else:  # DictKey
+            node = node[step.key]
+    return node
+
+
+def _swap(model: Any, where: Path, replacement: Any) -> Any:
+    """``model`` (a copy of the user's model) with ``replacement`` at ``where``."""
+    kind, path = where
+    if kind == "equinox":
+        eqx = sys.modules["equinox"]
+        return eqx.tree_at(lambda tree: _at(tree, path), model, replace=replacement)
+    parent, last = _at(model, path[:-1]), path[-1]
     if isinstance(last, int):
         parent[last] = replacement
     else:
         setattr(parent, last, replacement)
+    return model
 
 
 def _hashable(value: Any) -> Hashable:
@@ -132,7 +162,7 @@ def make_structured_gradient(split: SplitModel, inputs: ModelInputs, path: Path 
         if path is None:
             values = {**side, **wrt}
         else:
-            _swap(model, path, _Fixed(wrt))
+            model = _swap(model, path, _Fixed(wrt))
             values = side
         outputs = call(model, kind, keys, values, constants)
         outputs = selector(outputs) if selector is not None else outputs
@@ -149,12 +179,10 @@ def make_structured_gradient(split: SplitModel, inputs: ModelInputs, path: Path 
 def read_layer(split: SplitModel, inputs: ModelInputs, path: Path) -> Any:
     """The output of the layer at ``path`` when a copy of the model runs on ``inputs``."""
     model = split.rebuild(split.params)
-    nnx = sys.modules["flax.nnx"]
-    layer = dict(nnx.iter_modules(model)).get(path)
-    recorder = _Recorder(layer)
-    _swap(model, path, recorder)
+    recorder = _Recorder(_at(model, path[1]))
+    model = _swap(model, path, recorder)
     call(model, inputs.kind, inputs.keys, dict(inputs.values), dict(inputs.model_kwargs))
     if len(recorder.outputs) != 1:
-        raise ValueError(_messages.layer_called(".".join(map(str, path)),
-                                                len(recorder.outputs)))
+        name = ".".join(str(getattr(step, "name", step)) for step in path[1])
+        raise ValueError(_messages.layer_called(name, len(recorder.outputs)))
     return recorder.outputs[0]

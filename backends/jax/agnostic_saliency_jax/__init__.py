@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from agnostic_saliency._structure import ModelInputs
 from agnostic_saliency.backend import (
     BackendBase,
     CallOptions,
@@ -57,7 +58,7 @@ from agnostic_saliency.backend import (
     report_cast,
 )
 from agnostic_saliency.cache import BoundedCache, object_key
-from agnostic_saliency_jax import _loading, _precision, _weights
+from agnostic_saliency_jax import _loading, _messages, _precision, _structured, _weights
 from agnostic_saliency_jax._compile import (
     TraceCounter,
     call_model,
@@ -94,6 +95,9 @@ class JaxBackend(BackendBase):
     # Reduced in the compiled program. Not |g| alone: XLA's result is read-only, and
     # the frontend's copy of it costs what NumPy's absolute value does.
     magnitude_maps = ("max", "mean", "sum")
+    # Several inputs as model(*args, **kwargs); layers: Flax NNX and Equinox submodules.
+    structured_inputs = True
+    layer_outputs = True
 
     def __init__(self, cache_size: int = 32) -> None:
         self._cache: BoundedCache[Any] = BoundedCache(cache_size)
@@ -164,9 +168,11 @@ class JaxBackend(BackendBase):
     def to_numpy(self, array: Any) -> np.ndarray:
         return _to_numpy(array)
 
-    def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
+    def predict(self, model: Any, inputs: Any, options: CallOptions) -> Any:
         import jax
 
+        if isinstance(inputs, ModelInputs):
+            return self._predict_structured(model, inputs, options)
         split = split_model(model)
         check_training_mode(model, options, split, self._training_layers)
         selector = object_key(options.output_selector)
@@ -200,6 +206,8 @@ class JaxBackend(BackendBase):
         inputs. The compiled function is pure, so running it on inputs that turn out
         to be non-finite changes nothing (nor does :meth:`predict`).
         """
+        if isinstance(inputs, ModelInputs):
+            return self._start_structured(model, inputs, targets, operator, options)
         split, function = self._gradient_function(model, operator, options.output_selector,
                                                   magnitude)
         if not split.immutable:  # an immutable split is no Flax NNX module: nothing trains
@@ -220,6 +228,64 @@ class JaxBackend(BackendBase):
         gradient = function(_as_dtype(inputs, dtype), split.params, weights)
         # A jax.Array of the compute dtype: NumPy takes it as it is, but for bfloat16.
         return partial(np.asarray if dtype.kind == "f" else _to_numpy, gradient)
+
+    def layer_output(self, model: Any, inputs: Any, options: CallOptions) -> np.ndarray:
+        """The output of the NNX or Equinox submodule ``inputs.layer`` on ``inputs`` (a copy of
+        the model runs; the model itself is never changed)."""
+        split = split_model(model)
+        check_training_mode(model, options, split, self._training_layers)
+        path = _structured.layer_path(model, inputs.layer)
+        return _to_numpy(_structured.read_layer(split, _device_inputs(inputs), path))
+
+    def _predict_structured(self, model: Any, inputs: ModelInputs, options: CallOptions) -> Any:
+        """The outputs on several inputs, run eagerly (a forward pass is cheap next to
+        the compiled gradients)."""
+        split = split_model(model)
+        check_training_mode(model, options, split, self._training_layers)
+        converted = _device_inputs(inputs)
+        outputs = _structured.call(split.rebuild(split.params), converted.kind, converted.keys,
+                                   dict(converted.values), dict(converted.model_kwargs))
+        if options.output_selector is not None:
+            outputs = options.output_selector(outputs)
+        return _outputs_to_numpy(outputs)
+
+    def _start_structured(self, model: Any, inputs: ModelInputs, targets: Any,
+                          operator: Operator | None,
+                          options: CallOptions) -> Callable[[], Any]:
+        """Start the gradients for several inputs or a layer's values: a dict by
+        attributed key, or the layer's gradient."""
+        if operator is not None:
+            raise TypeError(_messages.operator_with_structure())
+        split = split_model(model)
+        check_training_mode(model, options, split, self._training_layers)
+        path = None if inputs.layer is None else _structured.layer_path(model, inputs.layer)
+        selector = options.output_selector
+        selector_key = object_key(selector)
+
+        def build() -> Any:
+            return _structured.make_structured_gradient(split, inputs, path, selector,
+                                                        self._traces)
+
+        key = (*split.key, selector_key, *_structured.structure_key(inputs, path))
+        function = self._cache.get_or_create(key, build)
+        converted = _device_inputs(inputs)
+        if path is None:
+            wrt: Any = {key: converted.values[key] for key in inputs.attributed}
+            side = {key: value for key, value in converted.values.items()
+                    if key not in inputs.attributed}
+            dtype = np.result_type(*wrt.values())
+        else:
+            values = np.asarray(inputs.layer_values)
+            dtype = _compute_dtype(values.dtype)
+            wrt, side = _as_dtype(values, dtype), dict(converted.values)
+        if isinstance(targets, np.ndarray) and targets.dtype.kind in "iu":
+            weights: Any = _as_dtype(targets, _compute_dtype(targets.dtype))
+        else:
+            weights = _target_array(targets, dtype)
+        gradient = function(wrt, side, split.params, weights)
+        if path is None:
+            return lambda: {key: _to_numpy(value) for key, value in gradient.items()}
+        return partial(_to_numpy, gradient)
 
     def _gradient_function(self, model: Any, operator: Operator | None,
                            selector: OutputSelector | None, magnitude: Magnitude | None
@@ -246,6 +312,16 @@ class JaxBackend(BackendBase):
             except TypeError:  # no weak references to this model: nothing remembered
                 self._last = None
         return split, function
+
+
+def _device_inputs(inputs: ModelInputs) -> ModelInputs:
+    """``inputs`` with every entry in a dtype JAX computes in (float64 and int64 narrowed
+    without ``jax_enable_x64``), as NumPy."""
+    from dataclasses import replace
+
+    values = {key: _as_dtype(value, _compute_dtype(value.dtype))
+              for key, value in inputs.values.items()}
+    return replace(inputs, values=values)
 
 
 def _compute_dtype(dtype: np.dtype) -> np.dtype:

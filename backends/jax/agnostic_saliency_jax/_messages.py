@@ -10,7 +10,16 @@ from collections.abc import Sequence
 
 from agnostic_saliency import messages
 
-__all__ = ["equinox_model_failed", "linen_module", "training_mode"]
+__all__ = [
+    "equinox_model_failed",
+    "layer_called",
+    "layer_needs_nnx",
+    "layer_not_found",
+    "linen_module",
+    "operator_with_structure",
+    "structured_model_failed",
+    "training_mode",
+]
 
 
 def training_mode(modules: Sequence[str]) -> str:
@@ -37,4 +46,43 @@ def linen_module(model_type: str) -> str:
         "on its own. Bind its parameters into a function: "
         "Saliency(partial(module.apply, params), backend='jax') with "
         "params = module.init(key, x), or lambda x: module.apply(params, x)."
+    )
+
+
+def layer_needs_nnx(model_type: str) -> str:
+    return (
+        f"layer= was given with a {model_type}; the JAX backend explains layers of Flax NNX "
+        "and Equinox modules only (layer=model.embed, a submodule). For a JAX function, "
+        "compute the layer's output yourself and explain a function of it, passing "
+        "the embeddings as inputs."
+    )
+
+
+def layer_not_found(layer_type: str, model_type: str) -> str:
+    return (
+        f"layer= is a {layer_type} that is no submodule of the {model_type} explained; pass "
+        "the submodule object itself (for example layer=model.embed) of this very model."
+    )
+
+
+def layer_called(path: str, calls: int) -> str:
+    return (
+        f"layer {path!r} was called {calls} times in one forward pass; layer= needs a "
+        "submodule called exactly once (an embedding, say). Name a submodule called once."
+    )
+
+
+def structured_model_failed(shapes: dict[str, tuple[int, ...]], error: BaseException) -> str:
+    return (
+        f"model failed on inputs of shapes {shapes}: {type(error).__name__}: {error}. "
+        "A tuple or list of inputs is passed as positional arguments, a dict as keyword "
+        "arguments; check that the model takes them so, batch axis first."
+    )
+
+
+def operator_with_structure() -> str:
+    return (
+        "an operator takes one input array; several inputs and layer= are explained with "
+        "targets (class indices or output weights). Pass targets, or one array of inputs "
+        "with the operator."
     )

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency import messages
+from agnostic_saliency._structure import ModelInputs
 from agnostic_saliency.backend import BackendBase, CallOptions, Operator
-from agnostic_saliency_keras import _layout, _messages, _weights
+from agnostic_saliency_keras import _layout, _messages, _structured, _weights
 from agnostic_saliency_keras._common import (
     MODULES,
     ModelCallError,
@@ -70,6 +71,9 @@ class KerasBackend(BackendBase):
     layer_weights = staticmethod(_weights.layer_weights)
     with_layer_weights = staticmethod(_weights.with_layer_weights)
     class_index_targets = True
+    # Several inputs as the model's own list or dict; layers of functional models.
+    structured_inputs = True
+    layer_outputs = True
 
     def __init__(self, jit_compile: bool | None = None) -> None:
         self.jit_compile = jit_compile
@@ -111,8 +115,16 @@ class KerasBackend(BackendBase):
             return np.asarray(_framework_module(keras.backend.backend()).to_numpy(array))
         return np.asarray(array)
 
-    def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
+    def layer_output(self, model: Any, inputs: Any, options: CallOptions) -> np.ndarray:
+        """The output of ``inputs.layer``, a layer of the functional ``model``."""
+        _setup(model)
+        return _structured.layer_output(model, inputs)
+
+    def predict(self, model: Any, inputs: Any, options: CallOptions) -> Any:
         module, dtype = _setup(model)
+        if isinstance(inputs, ModelInputs):
+            return outputs_to_numpy(_structured.predict(model, inputs, options),
+                                    module.to_numpy, module.is_tensor)
         x = prepare_inputs(inputs, dtype)
         try:
             outputs = module.predict(model, x, dtype, options)
@@ -120,8 +132,13 @@ class KerasBackend(BackendBase):
             raise ValueError(messages.model_failed(inputs.shape, error.error)) from error.error
         return outputs_to_numpy(outputs, module.to_numpy, module.is_tensor)
 
-    def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
-                 options: CallOptions) -> np.ndarray | None:
+    def gradient(self, model: Any, inputs: Any, targets: Any, operator: Operator | None,
+                 options: CallOptions) -> Any:
+        if isinstance(inputs, ModelInputs):
+            if operator is not None:
+                raise TypeError(_messages.operator_with_structure())
+            _setup(model)
+            return _structured.gradient(model, inputs, targets, options)
         module, dtype = _setup(model)
         x = prepare_inputs(inputs, dtype)
         if operator is None:

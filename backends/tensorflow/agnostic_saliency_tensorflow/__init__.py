@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agnostic_saliency import messages
+from agnostic_saliency._structure import ModelInputs
 from agnostic_saliency.backend import (
     BackendBase,
     CallOptions,
@@ -37,7 +38,7 @@ from agnostic_saliency.backend import (
     report_cast,
 )
 from agnostic_saliency.cache import BoundedCache, ObjectKey, object_key
-from agnostic_saliency_tensorflow import _loading, _precision
+from agnostic_saliency_tensorflow import _loading, _precision, _structured
 from agnostic_saliency_tensorflow._traced import (
     Compiled,
     gradient_body,
@@ -70,6 +71,8 @@ class TensorFlowBackend(BackendBase):
     name = "tensorflow"
     modules = ("tensorflow",)
     class_index_targets = True
+    # Several inputs as model(*args, **kwargs), run eagerly; no layer= (see _structured).
+    structured_inputs = True
 
     def __init__(self, cache_size: int = 32, jit_compile: bool | None = None) -> None:
         self._cache: BoundedCache[Compiled] = BoundedCache(cache_size)
@@ -106,7 +109,7 @@ class TensorFlowBackend(BackendBase):
     def to_numpy(self, array: Any) -> np.ndarray:
         return _to_numpy(array)
 
-    def predict(self, model: Any, inputs: np.ndarray, options: CallOptions) -> Any:
+    def predict(self, model: Any, inputs: Any, options: CallOptions) -> Any:
         """Run the model on ``inputs``; return its (selected) output with NumPy leaves.
 
         Raises
@@ -115,6 +118,10 @@ class TensorFlowBackend(BackendBase):
             If the model fails on the inputs.
         """
         import tensorflow as tf
+
+        if isinstance(inputs, ModelInputs):
+            return _outputs_to_numpy(_structured.predict(
+                model, inputs, options, lambda dtype: _compute_dtype(model, dtype)))
 
         x = tf.convert_to_tensor(inputs)
         model_key, selector_key = ObjectKey(model), object_key(options.output_selector)
@@ -128,9 +135,11 @@ class TensorFlowBackend(BackendBase):
         _warn_cast(x.dtype, compiled.compute_dtype)
         return _outputs_to_numpy(compiled(x))
 
-    def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
-                 options: CallOptions) -> np.ndarray | None:
-        """Signed gradient of the summed scores with respect to ``inputs``.
+    def gradient(self, model: Any, inputs: Any, targets: Any, operator: Operator | None,
+                 options: CallOptions) -> Any:
+        """Signed gradient of the summed scores with respect to ``inputs`` (for a
+        :class:`~agnostic_saliency._structure.ModelInputs`, a dict by attributed key,
+        computed eagerly, see :mod:`._structured`).
 
         Returns
         -------
@@ -148,6 +157,12 @@ class TensorFlowBackend(BackendBase):
         """
         import tensorflow as tf
 
+        if isinstance(inputs, ModelInputs):
+            if operator is not None or inputs.layer is not None:
+                raise TypeError(messages.structured_not_supported(
+                    self.name, "an operator or layer= with several inputs"))
+            return _structured.gradient(model, inputs, targets, options,
+                                        lambda dtype: _compute_dtype(model, dtype))
         x = tf.convert_to_tensor(inputs)
         targets = None if targets is None else np.asarray(targets)
         model_key, operator_key = ObjectKey(model), object_key(operator)

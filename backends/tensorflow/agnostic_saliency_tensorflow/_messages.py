@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["no_serving_endpoint", "runs_eagerly"]
+__all__ = ["no_serving_endpoint", "runs_eagerly", "structured_model_failed"]
 
 
 def _last_line(error: BaseException) -> str:
@@ -31,4 +31,12 @@ def no_serving_endpoint(model_type: str, signatures: Sequence[str]) -> str:
         f"not exactly one signature (it has {listed}); pass the one to explain, e.g. "
         "Saliency(loaded.signatures['serving_default'], output_selector=lambda out: "
         "out['output_0']), keeping `loaded` referenced."
+    )
+
+
+def structured_model_failed(shapes: dict[str, tuple[int, ...]], error: BaseException) -> str:
+    return (
+        f"model failed on inputs of shapes {shapes}: {type(error).__name__}: "
+        f"{_last_line(error)}. A tuple or list of inputs is passed as positional arguments, "
+        "a dict as keyword arguments; check that the model takes them so, batch axis first."
     )

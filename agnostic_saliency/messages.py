@@ -258,8 +258,9 @@ def per_sample_model_kwarg(name: str, shape: tuple[int, ...]) -> str:
 
 
 def structured_not_supported(backend: str, what: str) -> str:
-    return (f"backend {backend!r} does not support {what}; pass one floating array, or use a "
-            "backend that declares it (torch, tensorflow, keras and jax do).")
+    return (f"backend {backend!r} does not support {what}; pass one floating array (for a "
+            "layer, its output as the inputs), or use a backend that declares it (torch, keras "
+            "and jax take several inputs and layers; tensorflow's tf.Module several inputs).")
 
 
 def output_and_selector(name: str) -> str:

@@ -50,7 +50,7 @@ def run_evaluate(args: argparse.Namespace) -> float:
     model, backend = load_model(args.model)
     inputs = np.asarray(load_inputs(args.inputs, args.key))
     maps = np.load(args.maps, mmap_mode="r")
-    targets = _targets(args.targets, len(inputs))
+    targets = _targets(args.targets, inputs)
     metric = METRICS[args.metric](model, backend=args.backend or backend,
                                   batch_size=args.batch_size, preset=args.preset,
                                   channel_axis=args.channel_axis, **parse_settings(args.set))

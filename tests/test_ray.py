@@ -45,7 +45,7 @@ SMOOTH = {"nb_samples": 3, "noise": 0.3, "seed": 11}
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     with loopback_only():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         try:
             yield

@@ -149,9 +149,10 @@ def summarize(source: Any, column: str = "saliency" + PROVENANCE_SUFFIX) -> dict
 
 def run_ray_job(model_path_or_factory: ModelFactory, data: str | os.PathLike[str],
                 out: str | os.PathLike[str], *, address: str | None = None, workers: int = 2,
-                gpus_per_worker: float = 0, method: str | type[GradientExplainer] = "saliency",
+                gpus_per_worker: float = 0, cpus_per_worker: float = 1,
+                method: str | type[GradientExplainer] = "saliency",
                 targets: int | str | Any = None, batch_size: int = 32, progress: bool = True,
-                batch_timeout_s: float = 600,
+                actor_timeout_s: float = 600,
                 **options: Any) -> dict[str, Any]:
     """Explain the array file ``data`` on Ray and write the maps to ``out`` in id order.
 
@@ -171,14 +172,14 @@ def run_ray_job(model_path_or_factory: ModelFactory, data: str | os.PathLike[str
     address
         A running cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
         ``None`` starts Ray on this machine for the run.
-    workers, gpus_per_worker
-        Actors, and GPUs per actor.
+    workers, gpus_per_worker, cpus_per_worker
+        Actors, and GPUs and CPUs per actor.
     targets
         ``None`` for the predicted class, an int for every sample, or class indices
         (an array or the path of a ``.npy``).
-    batch_timeout_s
-        Longest wait for the actors to start, and for each next batch of maps,
-        before the run fails (a cluster short of resources) instead of waiting forever.
+    actor_timeout_s
+        Longest wait for the actors to start before the run fails (a cluster short
+        of the resources they ask for) instead of waiting forever.
     options
         The method's options (``seed=``, ``backend=``...).
 
@@ -204,7 +205,7 @@ def run_ray_job(model_path_or_factory: ModelFactory, data: str | os.PathLike[str
         context.enable_progress_bars = progress
         # Every actor starts before the first batch (so all share the work), and actors
         # that cannot start end the run with Ray's error instead of a wait without end.
-        context.wait_for_min_actors_s = int(batch_timeout_s)
+        context.wait_for_min_actors_s = int(actor_timeout_s)
         _check_gpus(ray, gpus_per_worker)
         ds = _id_blocks(ray, n, batch_size).map_batches(
             _ray_io.read_rows, fn_kwargs={"path": path, "column": "image", "targets": targets},
@@ -215,9 +216,8 @@ def run_ray_job(model_path_or_factory: ModelFactory, data: str | os.PathLike[str
                          keep_inputs=False,
                          target_column=None if targets is None else "target", id_column="id",
                          batch_size=batch_size, concurrency=workers, num_gpus=gpus_per_worker,
-                         **options)
-        return _ray_io.write_maps(result, out, n, batch_size=batch_size,
-                                  timeout_s=batch_timeout_s)
+                         num_cpus=cpus_per_worker, **options)
+        return _ray_io.write_maps(result, out, n, batch_size=batch_size)
     finally:
         context.enable_progress_bars, context.wait_for_min_actors_s = previous
         if started:

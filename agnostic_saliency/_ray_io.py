@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +111,7 @@ class _ZarrWriter:
 
 
 def write_maps(ds: Any, out: str | os.PathLike[str], n: int, *, id_column: str = "id",
-               output_column: str = "saliency", batch_size: int = 32,
-               timeout_s: float | None = None) -> dict[str, Any]:
+               output_column: str = "saliency", batch_size: int = 32) -> dict[str, Any]:
     """Stream the maps of ``ds`` into ``out`` (``.npy`` or ``.zarr``) at rows ``ids``.
 
     Returns the run's summary, also written with the output: ``<out>.json`` next to
@@ -124,8 +121,6 @@ def write_maps(ds: Any, out: str | os.PathLike[str], n: int, *, id_column: str =
     ------
     ValueError
         If an id is outside ``[0, n)`` or repeated, or if some rows never came back.
-    TimeoutError
-        If no batch came for ``timeout_s`` seconds.
     """
     path = Path(out)
     if path.suffix not in (".npy", ".zarr"):
@@ -135,8 +130,7 @@ def write_maps(ds: Any, out: str | os.PathLike[str], n: int, *, id_column: str =
     done = np.zeros(n, dtype=bool)
     summary = Summary()
     writer: _NpyWriter | _ZarrWriter | None = None
-    batches = ds.iter_batches(batch_size=batch_size, batch_format="numpy")
-    for batch in _waiting_at_most(batches, timeout_s):
+    for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
         ids = np.asarray(batch[id_column], dtype=np.int64)
         maps = np.asarray(batch[output_column])
         _check_ids(ids, done, n)
@@ -155,42 +149,6 @@ def write_maps(ds: Any, out: str | os.PathLike[str], n: int, *, id_column: str =
     result = summary.result()
     writer.close(result, path)
     return result
-
-
-def _waiting_at_most(batches: Iterable[Any], timeout_s: float | None) -> Iterator[Any]:
-    """The items of ``batches``, each awaited ``timeout_s`` seconds at most.
-
-    Ray Data waits without end for resources it cannot get (more GPUs or CPUs than
-    the cluster has); a run then fails with a message instead.
-    """
-    if timeout_s is None:
-        yield from batches
-        return
-    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                handoff.put(("batch", batch))
-            handoff.put(("end", None))
-        except BaseException as error:  # handed to the consumer, which raises it
-            handoff.put(("error", error))
-
-    threading.Thread(target=produce, name="agnostic-saliency-ray-batches", daemon=True).start()
-    while True:
-        try:
-            kind, item = handoff.get(timeout=timeout_s)
-        except queue.Empty:
-            raise TimeoutError(
-                f"no maps came back from Ray for {timeout_s:g} s: the actors may be waiting "
-                "for resources the cluster lacks (see `ray status`), or one batch takes "
-                "longer; give a smaller batch_size, fewer workers, or a larger "
-                "batch_timeout_s.") from None
-        if kind == "end":
-            return
-        if kind == "error":
-            raise item
-        yield item
 
 
 def _check_ids(ids: np.ndarray, done: np.ndarray, n: int) -> None:

@@ -149,9 +149,10 @@ def summarize(source: Any, column: str = "saliency" + PROVENANCE_SUFFIX) -> dict
 
 def run_ray_job(model_path_or_factory: ModelFactory, data: str | os.PathLike[str],
                 out: str | os.PathLike[str], *, address: str | None = None, workers: int = 2,
-                gpus_per_worker: float = 0, method: str | type[GradientExplainer] = "saliency",
+                gpus_per_worker: float = 0, cpus_per_worker: float = 1,
+                method: str | type[GradientExplainer] = "saliency",
                 targets: int | str | Any = None, batch_size: int = 32, progress: bool = True,
-                batch_timeout_s: float = 600,
+                actor_timeout_s: float = 600,
                 **options: Any) -> dict[str, Any]:
     """Explain the array file ``data`` on Ray and write the maps to ``out`` in id order.
 
@@ -171,14 +172,14 @@ def run_ray_job(model_path_or_factory: ModelFactory, data: str | os.PathLike[str
     address
         A running cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
         ``None`` starts Ray on this machine for the run.
-    workers, gpus_per_worker
-        Actors, and GPUs per actor.
+    workers, gpus_per_worker, cpus_per_worker
+        Actors, and GPUs and CPUs per actor.
     targets
         ``None`` for the predicted class, an int for every sample, or class indices
         (an array or the path of a ``.npy``).
-    batch_timeout_s
-        Longest wait for the actors to start, and for each next batch of maps,
-        before the run fails (a cluster short of resources) instead of waiting forever.
+    actor_timeout_s
+        Longest wait for the actors to start before the run fails (a cluster short
+        of the resources they ask for) instead of waiting forever.
     options
         The method's options (``seed=``, ``backend=``...).
 
@@ -195,33 +196,44 @@ def run_ray_job(model_path_or_factory: ModelFactory, data: str | os.PathLike[str
     targets = os.fspath(targets) if isinstance(targets, Path) else targets
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False if address is None else None,
+        ray.init(address=address or "local",
+                 include_dashboard=False if address is None else None,
                  log_to_driver=progress)
+    context = ray.data.DataContext.get_current()
+    previous = context.enable_progress_bars, context.wait_for_min_actors_s
     try:
-        context = ray.data.DataContext.get_current()
         context.enable_progress_bars = progress
         # Every actor starts before the first batch (so all share the work), and actors
         # that cannot start end the run with Ray's error instead of a wait without end.
-        context.wait_for_min_actors_s = int(batch_timeout_s)
+        context.wait_for_min_actors_s = int(actor_timeout_s)
         _check_gpus(ray, gpus_per_worker)
-        # Ids from the driver's memory (8 bytes a row) rather than ray.data.range,
-        # whose read tasks need a CPU that actors holding every CPU never give back;
-        # reading rows is light, so those tasks reserve no CPU either.
-        blocks = max(1, min(-(-n // batch_size), 4 * max(workers, 1)))
-        ids = np.array_split(np.arange(n, dtype=np.int64), blocks)
-        ds = ray.data.from_numpy(ids).map_batches(
+        ds = _id_blocks(ray, n, batch_size).map_batches(
             _ray_io.read_rows, fn_kwargs={"path": path, "column": "image", "targets": targets},
+            # Reading rows is light: its tasks reserve no CPU, so actors that hold
+            # every CPU do not starve the tasks that feed them.
             batch_format="numpy", batch_size=None, num_cpus=0)
         result = explain(ds, model_path_or_factory, method=method, column="image",
                          keep_inputs=False,
                          target_column=None if targets is None else "target", id_column="id",
                          batch_size=batch_size, concurrency=workers, num_gpus=gpus_per_worker,
-                         **options)
-        return _ray_io.write_maps(result, out, n, batch_size=batch_size,
-                                  timeout_s=batch_timeout_s)
+                         num_cpus=cpus_per_worker, **options)
+        return _ray_io.write_maps(result, out, n, batch_size=batch_size)
     finally:
+        context.enable_progress_bars, context.wait_for_min_actors_s = previous
         if started:
             ray.shutdown()
+
+
+def _id_blocks(ray: Any, n: int, batch_size: int, batches_per_block: int = 8) -> Any:
+    """The ids ``0..n-1`` as a data set of blocks of a few batches each.
+
+    Made from the driver's memory (8 bytes a row) rather than ``ray.data.range``,
+    whose read tasks need a CPU that actors holding every CPU never give back. A
+    block is what one reading task holds, hence a few batches, not ``n / workers``.
+    """
+    rows = max(1, batch_size * batches_per_block)
+    ids = np.arange(n, dtype=np.int64)
+    return ray.data.from_numpy([ids[start:start + rows] for start in range(0, n, rows)])
 
 
 def _check_gpus(ray: Any, gpus_per_worker: float) -> None:

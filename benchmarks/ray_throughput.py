@@ -73,7 +73,7 @@ def run_one(mode: str, data: str, out: str, samples: int, batch_size: int) -> di
 
     from agnostic_saliency.ray import run_ray_job
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     workers = int(mode.split("-")[1])
     before = rss_mb()
     start = time.perf_counter()

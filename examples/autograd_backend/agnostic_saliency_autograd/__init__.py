@@ -1,26 +1,10 @@
-"""An agnostic-saliency backend for HIPS autograd: models written with ``autograd.numpy``.
+"""An agnostic-saliency backend for HIPS autograd, the worked example of "Adding a backend".
 
-This package is the worked example of the "Adding a backend" guide. It lives
-outside the core package and is found only through its entry point::
-
-    [project.entry-points."agnostic_saliency.backends"]
-    autograd = "agnostic_saliency_autograd:AutogradBackend"
-
-Models are :class:`AutogradModel` objects: a function ``forward(params, x)`` written
-with ``autograd.numpy`` plus the NumPy arrays it uses. Detection claims them (and
-subclasses) by the module of their class, ``agnostic_saliency_autograd``. A plain
-function written with ``autograd.numpy`` works too, with ``backend="autograd"``.
-
-Gradients are ``autograd.grad`` of ``sum(output * targets)`` (or of the sum of an
-operator's scores) with respect to the inputs. When the score does not depend on
-the input, ``autograd.grad`` warns "Output seems independent of input." and
-returns zeros, which would look like a valid all-zero map; this backend checks the
-score first and returns ``None`` instead, so the frontend raises its "gradient is
-None" error. A gradient that is zero by the math (a saturated output) is returned
-as zeros, and the frontend warns about those samples.
-
-Importing this module does not import autograd: agnostic-saliency imports every
-installed plugin during detection, and detection must never import a framework.
+Found through its entry point only (``autograd = "agnostic_saliency_autograd:AutogradBackend"``).
+Models are :class:`AutogradModel` objects (``forward(params, x)`` in ``autograd.numpy``),
+or plain functions with ``backend="autograd"``. A score that does not depend on the input
+gives ``None`` (autograd would return zeros), so the frontend raises its "gradient is None"
+error. Importing this module does not import autograd.
 """
 
 from __future__ import annotations

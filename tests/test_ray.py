@@ -8,11 +8,9 @@ factory ends the run with its error on the driver.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ import pytest
 import ray
 import ray._private.ray_constants
 import ray.cloudpickle
+from ray_support import deadline, loopback_only
 
 from agnostic_saliency import Saliency, SmoothGrad, VarGrad
 from agnostic_saliency import ray as saliency_ray
@@ -53,29 +52,11 @@ def local_ray() -> Iterator[None]:
             ray.shutdown()
 
 
-@contextlib.contextmanager
-def loopback_only() -> Iterator[None]:
-    """Ray on 127.0.0.1 only: its processes and this driver (which would otherwise
-    resolve 127.0.0.1 to the machine's network address) never leave the machine."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read by Ray's processes
-        patch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)  # and here
-        yield
-
-
 @pytest.fixture(autouse=True)
-def deadline() -> Iterator[None]:
-    """Fail instead of hanging: each test gets five minutes."""
-    def expire(*_: Any) -> None:
-        raise TimeoutError("the test did not end within 300 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(300)
-    try:
+def _deadline() -> Iterator[None]:
+    """Fail instead of hanging: five minutes a test."""
+    with deadline(300):
         yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _inputs(spec: Any, n: int = N, seed: int = 0) -> np.ndarray:

@@ -3,17 +3,15 @@ node, one CPU each, both on this machine): actors on both nodes, the same maps."
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import signal
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
 import ray
 import ray._private.ray_constants
 from ray.cluster_utils import Cluster
+from ray_support import deadline, loopback_only
 
 from agnostic_saliency import SmoothGrad
 from agnostic_saliency import ray as saliency_ray
@@ -48,29 +46,11 @@ def two_nodes() -> Iterator[Cluster]:
             cluster.shutdown()
 
 
-@contextlib.contextmanager
-def loopback_only() -> Iterator[None]:
-    """Ray on 127.0.0.1 only: its processes and this driver (which would otherwise
-    resolve 127.0.0.1 to the machine's network address) never leave the machine."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read by Ray's processes
-        patch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)  # and here
-        yield
-
-
 @pytest.fixture(autouse=True)
-def deadline() -> Iterator[None]:
-    """Fail instead of hanging: five minutes for the cluster and the test."""
-    def expire(*_: Any) -> None:
-        raise TimeoutError("the test did not end within 300 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(300)
-    try:
+def _deadline() -> Iterator[None]:
+    """Fail instead of hanging: five minutes a test."""
+    with deadline(300):
         yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def test_two_nodes_give_the_single_process_maps(two_nodes: Cluster) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from agnostic_saliency import messages
 
-__all__ = ["OutputSpec", "TargetPlan", "indices_in_range", "plan_targets"]
+__all__ = ["OutputSpec", "TargetPlan", "plan_targets"]
 
 
 @dataclass(frozen=True)
@@ -130,13 +130,9 @@ def _as_indices(array: np.ndarray) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def indices_in_range(indices: np.ndarray, n_outputs: int) -> bool:
-    """Whether every int64 class index of ``indices`` is in ``[0, n_outputs)``."""
-    return not len(indices) or bool(indices.min() >= 0 and indices.max() < n_outputs)
-
-
 def _check_range(indices: np.ndarray, n_outputs: int) -> None:
-    if indices_in_range(indices, n_outputs):
+    """Raise ``ValueError`` naming the first class index outside ``[0, n_outputs)``."""
+    if not len(indices) or (indices.min() >= 0 and indices.max() < n_outputs):
         return
     bad = indices[(indices < 0) | (indices >= n_outputs)]
     raise ValueError(messages.targets_out_of_range(int(bad[0]), n_outputs))

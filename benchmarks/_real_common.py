@@ -148,3 +148,13 @@ def child_env(framework: str) -> dict[str, str]:
     if backend:
         env["KERAS_BACKEND"] = backend
     return env
+
+
+def write_results(out: Any, results: dict[str, Any], text: str) -> None:
+    """``results.json`` and ``results.md`` (the table ``text``) in the folder ``out``."""
+    import json
+
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "results.md").write_text(text + "\n")
+    print(text)
+    print(f"wrote {out / 'results.json'} and {out / 'results.md'}")

@@ -68,10 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         "tiny": args.tiny, "target_s": TARGET_S, "runs": runs, "summary": summarize(runs),
     }
     text = table(results)
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "results.md").write_text(text + "\n")
-    print(text)
-    print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    from _real_common import write_results
+
+    write_results(out, results, text)
     return 0
 
 

@@ -44,6 +44,7 @@ from _real_common import (
     framework_module,
     ours_factory,
     verdict,
+    write_results,
 )
 from run import median_interval
 
@@ -73,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         results["frameworks"][framework] = _run_child(framework, args)
     add_ratios(results)
     text = table(results)
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "results.md").write_text(text + "\n")
-    print(text)
-    print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+    write_results(out, results, text)
     return 0
 
 

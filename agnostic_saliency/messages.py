@@ -384,8 +384,18 @@ def output_not_tensor(description: str) -> str:
 def output_wrong_shape(shape: tuple[int, ...], n: int) -> str:
     return (
         f"model output of shape {shape} for a batch of {n}; expected (N,) or (N, n_outputs) "
-        f"with N={n}. For other outputs pass an operator that returns one score per sample."
+        f"with N={n}. {_select_hint(shape)}"
     )
+
+
+def _select_hint(shape: tuple[int, ...]) -> str:
+    """What to pass for an output that is not one row per sample."""
+    if len(shape) == 3:  # (N, L, V): a sequence model's per-position outputs
+        return ("For a sequence model's outputs (N, positions, classes), select the position "
+                "that is explained, e.g. output_selector=lambda out: out.logits[:, -1] for a "
+                "language model's next token; or pass an operator that returns one score per "
+                "sample.")
+    return "For other outputs pass an operator that returns one score per sample."
 
 
 def operator_wrong_shape(shape: tuple[int, ...], n: int) -> str:

@@ -171,3 +171,41 @@ def test_the_worked_example_of_the_docs_runs(tmp_path: Any, monkeypatch: Any) ->
     kept = example["specials"].numpy()  # the baseline equals the input there: nothing
     assert np.all(example["attributions_specials"][kept] == 0)
     assert (tmp_path / "tokens.html").read_text().count("[CLS]") == 1
+
+
+def _gpt2() -> Any:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(1)
+    config = GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=16, n_layer=2, n_head=2,
+                        bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(config).eval()
+
+
+def test_a_language_models_next_token_is_explained_per_input_token() -> None:
+    """Inseq's question on a causal LM: which input tokens made the next token likely.
+    The last position's logits are selected; the maps equal autograd on the embeddings,
+    and left-padded positions get exactly 0."""
+    model = _gpt2()
+    mask = np.ones((N, LENGTH), np.int64)
+    mask[0, :3] = 0  # left padding, as generation pads
+    ids = np.where(mask == 1, IDS, 0)
+    following = np.array([5, 17, 42, 99])
+    embedded = model.get_input_embeddings()(torch.from_numpy(ids)).detach().requires_grad_(True)
+    logits = model(inputs_embeds=embedded, attention_mask=torch.from_numpy(mask)).logits[:, -1]
+    (grad,) = torch.autograd.grad(logits[torch.arange(N), torch.from_numpy(following)].sum(),
+                                  embedded)
+    explainer = Saliency(model, layer=model.get_input_embeddings(), batch_size=3,
+                         output_selector=lambda out: out.logits[:, -1])
+    maps = explainer.explain({"input_ids": ids, "attention_mask": mask}, following)
+    np.testing.assert_allclose(maps, np.linalg.norm(grad.numpy(), axis=-1), rtol=1e-5,
+                               atol=1e-7)
+    assert np.all(maps[0, :3] == 0)
+    assert np.all(maps[mask == 1] > 0)
+
+
+def test_a_sequence_output_names_the_position_selector() -> None:
+    model = _gpt2()
+    explainer = Saliency(model, layer=model.get_input_embeddings(), output="logits")
+    with pytest.raises(ValueError, match=r"\(4, 10, 100\).*out\.logits\[:, -1\]"):
+        explainer.explain({"input_ids": IDS, "attention_mask": MASK}, TARGETS)

@@ -52,6 +52,7 @@ class Interception:
 
     def __init__(self, layer: Any, values: Any | None) -> None:
         self.layer = layer
+        self.described = f"a {type(layer).__name__} {layer.name!r}"
         self.values = values
         self.calls = 0
         self.problem: str | None = None
@@ -69,7 +70,7 @@ class Interception:
             return output
         first = output[0] if isinstance(output, (tuple, list)) and output else output
         if not keras.ops.is_tensor(first):
-            self.problem = _messages.layer_output_not_tensor(self.layer.name,
+            self.problem = _messages.layer_output_not_tensor(self.described,
                                                              type(output).__name__)
             return output
         if self.values is None:
@@ -77,7 +78,7 @@ class Interception:
             raise LayerRead
         if tuple(first.shape) != tuple(self.values.shape):
             self.problem = _messages.layer_values_wrong_shape(
-                self.layer.name, tuple(self.values.shape), tuple(first.shape))
+                self.described, tuple(self.values.shape), tuple(first.shape))
             return output
         replacement = keras.ops.cast(self.values, first.dtype)
         if first is output:
@@ -92,9 +93,9 @@ class Interception:
             raise ValueError(_messages.layer_not_in_model(type(self.layer).__name__,
                                                           model_name))
         if self.calls == 0:
-            raise ValueError(_messages.layer_not_called(self.layer.name))
+            raise ValueError(_messages.layer_not_called(self.described))
         if self.calls > 1:
-            raise ValueError(_messages.layer_called_again(self.layer.name, self.calls))
+            raise ValueError(_messages.layer_called_again(self.described, self.calls))
         if self.problem is not None:
             raise ValueError(self.problem)
 

@@ -38,38 +38,39 @@ def structured_model_failed(shapes: dict[str, tuple[int, ...]], error: BaseExcep
 
 def layer_not_in_model(layer_type: str, model_name: str) -> str:
     return (
-        f"layer= is a {layer_type} that is no layer of the model {model_name!r} and did not run "
-        "when it ran; pass one of its layers, nested ones included (for example "
-        "model.get_layer('embedding'), or classifier.backbone.token_embedding of keras_hub)."
+        f"layer= is a {layer_type} that is not one of the model's layers (of {model_name!r}, "
+        "nested ones included) and did not run when the model ran; pass a layer of this very "
+        "model, for example model.get_layer('embedding'), or of keras_hub's "
+        "classifier.backbone.token_embedding."
     )
 
 
-def layer_not_called(layer_name: str) -> str:
+def layer_not_called(layer: str) -> str:
     return (
-        f"layer {layer_name!r} did not run when the model ran on the inputs, so it has no "
+        f"layer= ({layer}) did not run when the model ran on the inputs, so it has no "
         "output to explain; pass a layer that the model's call runs."
     )
 
 
-def layer_called_again(layer_name: str, calls: int) -> str:
+def layer_called_again(layer: str, calls: int) -> str:
     return (
-        f"layer {layer_name!r} ran {calls} times in one forward pass (a layer shared by "
-        "several places), so 'its output' is ambiguous; pass a layer that runs once, or "
-        "give the one call you mean a layer of its own."
+        f"layer= ({layer}) ran {calls} times in one forward pass (a layer shared by several "
+        "places), so 'its output' is ambiguous; pass a layer that runs once, or give the one "
+        "call you mean a layer of its own."
     )
 
 
-def layer_output_not_tensor(layer_name: str, kind: str) -> str:
+def layer_output_not_tensor(layer: str, kind: str) -> str:
     return (
-        f"layer {layer_name!r} returned a {kind}, not a tensor nor a tuple or list whose "
-        "first item is a tensor; pass a layer whose output is the tensor to explain."
+        f"layer= ({layer}) returned a {kind}, not a tensor nor a tuple or list whose first "
+        "item is a tensor; pass a layer whose output is the tensor to explain."
     )
 
 
-def layer_values_wrong_shape(layer_name: str, given: tuple[int, ...],
+def layer_values_wrong_shape(layer: str, given: tuple[int, ...],
                              found: tuple[int, ...]) -> str:
     return (
-        f"layer {layer_name!r} has output shape {found} on this call, but values of shape "
+        f"layer= ({layer}) output has shape {found} on this call, but values of shape "
         f"{given} were given to replace it; the layer's output must depend on the inputs "
         "only (pass the same inputs and model_kwargs)."
     )

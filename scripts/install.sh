@@ -12,6 +12,10 @@ pip=(.venv/bin/python -m pip install -q -c constraints.txt)
 # Xplique, tf-keras and Quantus without their dependencies: their pins would replace
 # tensorflow-cpu with a CUDA build of several GB.
 "${pip[@]}" --no-deps xplique tf-keras quantus
+# keras_hub (the nested Keras models of the layer= tests) without its tensorflow-text
+# dependency, which would pull the full `tensorflow` beside tensorflow-cpu; its light
+# dependencies are in requirements-dev.txt.
+"${pip[@]}" --no-deps keras-hub kagglehub 'kagglesdk>=0.1.38,<1.0'
 # tensorflow-cpu must stay the only TensorFlow.
 if .venv/bin/python -m pip show -q tensorflow 2>/dev/null; then
     .venv/bin/python -m pip uninstall -q -y tensorflow

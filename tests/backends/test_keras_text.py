@@ -15,7 +15,7 @@ from keras_process.keras_structured_checks import (
     check_embedding_layer,
     check_embedding_layer_ig,
     check_intermediate_layer,
-    check_layer_of_a_subclassed_model_is_refused,
+    check_layer_of_a_subclassed_model,
     check_sequential_with_one_input,
 )
 
@@ -29,8 +29,8 @@ def test_gradient_input_and_ig_in_the_embedding_space() -> None:
     check_embedding_layer_ig()
 
 
-def test_a_layer_of_a_subclassed_model_is_refused_with_the_next_step() -> None:
-    check_layer_of_a_subclassed_model_is_refused()
+def test_a_layer_of_a_subclassed_model() -> None:
+    check_layer_of_a_subclassed_model()
 
 
 def test_one_input_sequential_and_mask_zero_refused() -> None:

@@ -71,7 +71,7 @@ class KerasBackend(BackendBase):
     layer_weights = staticmethod(_weights.layer_weights)
     with_layer_weights = staticmethod(_weights.with_layer_weights)
     class_index_targets = True
-    # Several inputs as the model's own list or dict; layers of functional models.
+    # Several inputs as the model's own list or dict; layers of any Keras model.
     structured_inputs = True
     layer_outputs = True
 
@@ -116,7 +116,7 @@ class KerasBackend(BackendBase):
         return np.asarray(array)
 
     def layer_output(self, model: Any, inputs: Any, options: CallOptions) -> np.ndarray:
-        """The output of ``inputs.layer``, a layer of the functional ``model``."""
+        """The output of ``inputs.layer``, a layer anywhere inside ``model``."""
         _setup(model)
         return _structured.layer_output(model, inputs)
 

@@ -10,9 +10,11 @@ __all__ = [
     "inputs_count",
     "inputs_names",
     "keras_backend_unsupported",
-    "layer_head_failed",
-    "layer_needs_functional",
+    "layer_called_again",
+    "layer_not_called",
     "layer_not_in_model",
+    "layer_output_not_tensor",
+    "layer_values_wrong_shape",
     "layer_with_mask",
     "operator_with_structure",
     "structured_model_failed",
@@ -34,27 +36,43 @@ def structured_model_failed(shapes: dict[str, tuple[int, ...]], error: BaseExcep
     )
 
 
-def layer_needs_functional(model_type: str) -> str:
-    return (
-        f"layer= was given with a {model_type}, which is no functional or Sequential Keras "
-        "model; the Keras backend explains layers of functional models only (their graph "
-        "is cut at the layer). For a subclassed model, compute the layer's output (the "
-        "embeddings) yourself and explain a model that takes them as inputs."
-    )
-
-
 def layer_not_in_model(layer_type: str, model_name: str) -> str:
     return (
-        f"layer= is a {layer_type} that is no layer of the model {model_name!r}; pass one of "
-        "model.layers (for example model.get_layer('embedding'))."
+        f"layer= is a {layer_type} that is not one of the model's layers (of {model_name!r}, "
+        "nested ones included) and did not run when the model ran; pass a layer of this very "
+        "model, for example model.get_layer('embedding'), or of keras_hub's "
+        "classifier.backbone.token_embedding."
     )
 
 
-def layer_head_failed(layer_name: str, error: BaseException) -> str:
+def layer_not_called(layer: str) -> str:
     return (
-        f"the model cannot be cut at layer {layer_name!r} ({type(error).__name__}: {error}); "
-        "layer= needs a layer called once whose output, with the model's other inputs, "
-        "determines the outputs. Name another layer, or pass the embeddings as inputs."
+        f"layer= ({layer}) did not run when the model ran on the inputs, so it has no "
+        "output to explain; pass a layer that the model's call runs."
+    )
+
+
+def layer_called_again(layer: str, calls: int) -> str:
+    return (
+        f"layer= ({layer}) ran {calls} times in one forward pass (a layer shared by several "
+        "places), so 'its output' is ambiguous; pass a layer that runs once, or give the one "
+        "call you mean a layer of its own."
+    )
+
+
+def layer_output_not_tensor(layer: str, kind: str) -> str:
+    return (
+        f"layer= ({layer}) returned a {kind}, not a tensor nor a tuple or list whose first "
+        "item is a tensor; pass a layer whose output is the tensor to explain."
+    )
+
+
+def layer_values_wrong_shape(layer: str, given: tuple[int, ...],
+                             found: tuple[int, ...]) -> str:
+    return (
+        f"layer= ({layer}) output has shape {found} on this call, but values of shape "
+        f"{given} were given to replace it; the layer's output must depend on the inputs "
+        "only (pass the same inputs and model_kwargs)."
     )
 
 
@@ -69,7 +87,7 @@ def operator_with_structure() -> str:
 def layer_with_mask(layer_name: str) -> str:
     return (
         f"layer {layer_name!r} has mask_zero=True: the layers after it read the Keras mask it "
-        "makes, which a model cut at its output does not carry. Pass the padding mask as an "
+        "attaches to its output, which layer= does not follow. Pass the padding mask as an "
         "input of the model (keras.Input) and use it explicitly, or pass the embeddings as "
         "inputs."
     )

@@ -7,82 +7,114 @@ with the framework's own autodiff (``tf.GradientTape``, ``jax.grad``,
 ``torch.autograd.grad``), run eagerly; side inputs (token ids, masks) are passed as
 they are and never differentiated.
 
-With ``layer=`` a layer of a functional model, the model is cut at that layer with
-public Keras: ``keras.Model(model.inputs, layer.output)`` reads the layer's output,
-and ``keras.Model([layer.output, *other_inputs], model.outputs)`` (Keras clones the
-part of the graph between them) is the head whose first input is replaced by the
-given values. Both are built once per model and layer, in a bounded cache.
+With ``layer=`` a layer anywhere inside the model (functional, Sequential,
+subclassed, or nested such as ``classifier.backbone.token_embedding`` of keras_hub),
+the whole model runs as the user calls it, and that layer's ``call`` is intercepted
+for this one pass (:mod:`._intercept`): reading ends the pass at the layer, the
+gradient pass replaces the layer's output with the given values, which are what is
+differentiated. One mechanism for every kind of Keras model: nothing is cut or
+cloned, and the layer must run exactly once per pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-from dataclasses import replace
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from agnostic_saliency._structure import ModelInputs
 from agnostic_saliency.backend import CallOptions
-from agnostic_saliency.cache import BoundedCache, ObjectKey
 from agnostic_saliency_keras import _messages
 from agnostic_saliency_keras._common import input_dtype, is_out_of_memory
+from agnostic_saliency_keras._intercept import Interception, LayerRead, contains, intercepted
 
 __all__ = ["gradient", "layer_output", "predict"]
 
-_MODELS: BoundedCache[Any] = BoundedCache(16)
-
 
 def predict(model: Any, inputs: ModelInputs, options: CallOptions) -> Any:
-    """The model's outputs on ``inputs`` (``training=False``)."""
-    return _call(model, inputs, _converted(model, inputs), options)
+    """The model's outputs on ``inputs`` (``training=False``), the layer's output
+    replaced by ``inputs.layer_values`` where they are given."""
+    converted = _converted(model, inputs)
+    if inputs.layer is None or inputs.layer_values is None:
+        return _call(model, inputs, converted, options)
+    import keras
+
+    found = _checked_layer(model, inputs.layer)
+    values = keras.ops.convert_to_tensor(np.asarray(inputs.layer_values))
+    with intercepted(Interception(inputs.layer, values)) as interception:
+        outputs = _call(model, inputs, converted, options)
+    interception.check(found, _name(model))
+    return outputs
 
 
 def layer_output(model: Any, inputs: ModelInputs) -> np.ndarray:
-    """The output of ``inputs.layer`` when ``model`` runs on ``inputs``."""
+    """The output of ``inputs.layer`` when ``model`` runs on ``inputs`` (the first
+    tensor of a layer that returns a tuple or list)."""
     import keras
 
-    layer = _checked_layer(model, inputs.layer)
-    by_key = _model_inputs(model, inputs)
-    reader = _MODELS.get_or_create(
-        ("reader", ObjectKey(model), ObjectKey(layer), tuple(by_key)),
-        lambda: keras.Model([by_key[key] for key in inputs.keys], layer.output))
+    found = _checked_layer(model, inputs.layer)
     converted = _converted(model, inputs)
-    try:
-        outputs = reader([converted[key] for key in inputs.keys], training=False)
-    except Exception as error:
-        if is_out_of_memory(error):
-            raise
-        shapes = {str(key): tuple(value.shape) for key, value in inputs.values.items()}
-        raise ValueError(_messages.structured_model_failed(shapes, error)) from error
-    return np.asarray(keras.ops.convert_to_numpy(outputs))
+    with intercepted(Interception(inputs.layer, None)) as interception:
+        try:
+            _call(model, inputs, converted, CallOptions())
+        except LayerRead:
+            pass
+    interception.check(found, _name(model))
+    return np.asarray(keras.ops.convert_to_numpy(interception.output))
 
 
 def gradient(model: Any, inputs: ModelInputs, targets: Any, options: CallOptions) -> Any:
     """Gradients by attributed key (NumPy), or the gradient of ``inputs.layer_values``."""
-    if inputs.layer is not None:
-        head, head_inputs = _head(model, inputs)
-        grads = gradient(head, head_inputs, targets, options)
-        return grads[0]
     import keras
 
     converted = _converted(model, inputs)
     framework = keras.backend.backend()
+    if inputs.layer is not None:
+        return _layer_gradient(model, inputs, converted, targets, options)
     wrt = {key: converted[key] for key in inputs.attributed}
 
     def score(values: Mapping[Any, Any]) -> Any:
         outputs = _call(model, inputs, {**converted, **values}, options)
-        outputs = keras.ops.cast(outputs, "float64" if outputs.dtype == "float64" else "float32")
-        target = keras.ops.convert_to_tensor(targets)
-        if np.asarray(targets).dtype.kind in "iu":
-            picked = keras.ops.take_along_axis(outputs, keras.ops.expand_dims(target, 1), 1)
-            return keras.ops.sum(picked)
-        return keras.ops.sum(outputs * keras.ops.cast(target, outputs.dtype))
+        return _score(outputs, targets)
 
     grads = _GRADIENTS[framework](score, wrt)
     return {key: np.zeros(np.shape(value), np.asarray(value).dtype) if grads[key] is None
             else np.asarray(keras.ops.convert_to_numpy(grads[key]))
             for key, value in inputs.values.items() if key in inputs.attributed}
+
+
+def _layer_gradient(model: Any, inputs: ModelInputs, converted: Mapping[Any, Any],
+                    targets: Any, options: CallOptions) -> np.ndarray:
+    """The gradient of the score with respect to the layer's output, replaced by
+    ``inputs.layer_values`` (the variable differentiated)."""
+    import keras
+
+    found = _checked_layer(model, inputs.layer)
+    values = np.asarray(inputs.layer_values)
+
+    def score(given: Mapping[Any, Any]) -> Any:
+        with intercepted(Interception(inputs.layer, given[0])) as interception:
+            outputs = _call(model, inputs, converted, options)
+        interception.check(found, _name(model))
+        return _score(outputs, targets)
+
+    grads = _GRADIENTS[keras.backend.backend()](score, {0: keras.ops.convert_to_tensor(values)})
+    if grads[0] is None:  # the outputs do not depend on the layer
+        return np.zeros_like(values)
+    return np.asarray(keras.ops.convert_to_numpy(grads[0]))
+
+
+def _score(outputs: Any, targets: Any) -> Any:
+    """The summed scores: the outputs at class indices, or weighted by output weights."""
+    import keras
+
+    outputs = keras.ops.cast(outputs, "float64" if outputs.dtype == "float64" else "float32")
+    target = keras.ops.convert_to_tensor(targets)
+    if np.asarray(targets).dtype.kind in "iu":
+        picked = keras.ops.take_along_axis(outputs, keras.ops.expand_dims(target, 1), 1)
+        return keras.ops.sum(picked)
+    return keras.ops.sum(outputs * keras.ops.cast(target, outputs.dtype))
 
 
 def _converted(model: Any, inputs: ModelInputs) -> dict[Any, Any]:
@@ -110,65 +142,21 @@ def _call(model: Any, inputs: ModelInputs, converted: Mapping[Any, Any],
     return options.output_selector(outputs) if options.output_selector else outputs
 
 
-def _checked_layer(model: Any, layer: Any) -> Any:
-    """``layer`` when ``model`` is a functional or Sequential model holding it, else a
-    clear error."""
+def _checked_layer(model: Any, layer: Any) -> bool:
+    """Whether ``layer`` (a Keras layer, else a clear error) is found among the
+    model's nested layers; one inside a custom layer is not found there, and is then
+    refused only if it does not run."""
     import keras
 
-    try:  # a functional or sequential model has a graph from its inputs to its outputs
-        functional = isinstance(model, keras.Model) and bool(model.inputs) \
-            and bool(model.outputs)
-    except (AttributeError, ValueError):
-        functional = False
-    if not functional:
-        raise TypeError(_messages.layer_needs_functional(type(model).__name__))
-    if not any(item is layer for item in model.layers):
-        raise TypeError(_messages.layer_not_in_model(type(layer).__name__,
-                                                     getattr(model, "name", "")))
+    if not isinstance(layer, keras.Layer) or layer is model:
+        raise TypeError(_messages.layer_not_in_model(type(layer).__name__, _name(model)))
     if getattr(layer, "mask_zero", False):
         raise TypeError(_messages.layer_with_mask(layer.name))
-    return layer
+    return contains(model, layer)
 
 
-def _model_inputs(model: Any, inputs: ModelInputs) -> dict[Any, Any]:
-    """The model's ``keras.Input`` tensors by the caller's keys (by name for a dict, by
-    position for a list or tuple)."""
-    tensors = list(model.inputs)
-    if inputs.kind != "dict":
-        if len(tensors) != len(inputs.keys):
-            raise ValueError(_messages.inputs_count(len(inputs.keys), len(tensors)))
-        return dict(zip(inputs.keys, tensors, strict=True))
-    named = {tensor.name: tensor for tensor in tensors}
-    missing = [key for key in inputs.keys if key not in named]
-    if missing:
-        raise ValueError(_messages.inputs_names(missing, list(named)))
-    return {key: named[key] for key in inputs.keys}
-
-
-def _head(model: Any, inputs: ModelInputs) -> tuple[Any, ModelInputs]:
-    """The model from the layer's output on, and what to run it on (the layer's values
-    first, then the side inputs the head still needs)."""
-    import keras
-
-    layer = _checked_layer(model, inputs.layer)
-    by_key = _model_inputs(model, inputs)
-    fed = layer.input if isinstance(layer.input, list) else [layer.input]
-    others = [key for key, tensor in by_key.items() if not any(tensor is f for f in fed)]
-
-    def build() -> Any:
-        try:
-            return keras.Model([layer.output, *[by_key[key] for key in others]],
-                               model.outputs[0] if len(model.outputs) == 1 else model.outputs)
-        except Exception as error:
-            raise TypeError(_messages.layer_head_failed(layer.name, error)) from error
-
-    head = _MODELS.get_or_create(("head", ObjectKey(model), ObjectKey(layer), tuple(others)),
-                                 build)
-    values: dict[Hashable, np.ndarray] = {0: np.asarray(inputs.layer_values)}
-    values.update({index + 1: inputs.values[key] for index, key in enumerate(others)})
-    head_inputs = replace(inputs, kind="list", keys=tuple(values), values=values,
-                          attributed=(0,), layer=None, layer_values=None)
-    return head, head_inputs
+def _name(model: Any) -> str:
+    return str(getattr(model, "name", type(model).__name__))
 
 
 def _tf_gradients(score: Any, wrt: dict[Any, Any]) -> dict[Any, Any]:
@@ -199,4 +187,3 @@ def _torch_gradients(score: Any, wrt: dict[Any, Any]) -> dict[Any, Any]:
 
 
 _GRADIENTS = {"tensorflow": _tf_gradients, "jax": _jax_gradients, "torch": _torch_gradients}
-

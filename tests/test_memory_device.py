@@ -227,6 +227,19 @@ def test_torch_cpu_allocation_failure_halves_the_chunk() -> None:
     np.testing.assert_allclose(maps, np.broadcast_to(np.abs(weight), x.shape), rtol=1e-6)
 
 
+def test_torch_recognises_its_cpu_allocator_narrowly() -> None:
+    import torch
+
+    from agnostic_saliency import get_backend
+
+    backend = get_backend("torch")
+    with pytest.raises(RuntimeError) as raised:
+        torch.empty(1 << 50)  # refused at once: nothing is really allocated
+    assert backend.is_out_of_memory(raised.value)
+    assert not backend.is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not backend.is_out_of_memory(ValueError("DefaultCPUAllocator: can't allocate memory"))
+
+
 def test_torch_one_sample_that_does_not_fit_raises_with_a_note() -> None:
     model = _torch_model(limit=0)
     x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)

@@ -41,5 +41,5 @@ def model_device(model: Any) -> Any:
     for leaf in jax.tree.leaves(model):
         if isinstance(leaf, jax.Array):
             return min(leaf.devices(), key=lambda device: device.id)
-    default = jax.config.jax_default_device
+    default = getattr(jax.config, "jax_default_device", None)  # a Device, a name or None
     return default if isinstance(default, jax.Device) else jax.devices()[0]

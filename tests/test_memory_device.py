@@ -197,18 +197,19 @@ def _backoff(explain: Any) -> tuple[np.ndarray, list[str]]:
     return maps, [str(w.message) for w in caught if issubclass(w.category, SaliencyWarning)]
 
 
-def _torch_model(limit: int) -> Any:
+def _torch_model(limit: int, forward_too: bool = False) -> Any:
     import torch
 
     class Greedy(torch.nn.Module):
-        """A linear model whose backward graph needs petabytes above ``limit`` samples."""
+        """A linear model whose backward graph (and forward pass, with ``forward_too``)
+        needs petabytes above ``limit`` samples."""
 
         def __init__(self) -> None:
             super().__init__()
             self.linear = torch.nn.Linear(3, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if torch.is_grad_enabled() and x.shape[0] > limit:
+            if (forward_too or torch.is_grad_enabled()) and x.shape[0] > limit:
                 torch.empty(1 << 50)  # PyTorch's CPU allocator refuses: a RuntimeError
             return self.linear(x)
 
@@ -225,6 +226,17 @@ def test_torch_cpu_allocation_failure_halves_the_chunk() -> None:
     np.testing.assert_array_equal(maps, small)
     weight = model.linear.weight.detach().numpy()[1]
     np.testing.assert_allclose(maps, np.broadcast_to(np.abs(weight), x.shape), rtol=1e-6)
+
+
+def test_torch_forward_passes_for_predicted_targets_halve_too() -> None:
+    model = _torch_model(limit=3, forward_too=True)
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    maps, messages = _backoff(lambda: Saliency(model, batch_size=10, reducer=None,
+                                               absolute=False).explain(x))
+    assert sum("retrying with 5" in m for m in messages) == 2  # predictions, then gradients
+    weight = model.linear.weight.detach().numpy()
+    predicted = np.argmax(x @ weight.T + model.linear.bias.detach().numpy(), axis=1)
+    np.testing.assert_allclose(maps, weight[predicted], rtol=1e-6)
 
 
 def test_torch_recognises_its_cpu_allocator_narrowly() -> None:

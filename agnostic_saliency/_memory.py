@@ -64,7 +64,6 @@ class DeviceMemory(NamedTuple):
     peak: int | None = None
 
 
-
 def check_batch_size(batch_size: object) -> BatchSize:
     """``batch_size`` if it is ``"auto"``, ``None`` or a positive int, else ``ValueError``."""
     if batch_size is None:

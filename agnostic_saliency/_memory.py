@@ -18,6 +18,7 @@ chunks; a device without a peak counter keeps the first guess.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal, NamedTuple
@@ -155,7 +156,8 @@ def _peak() -> int | None:
         import resource
     except ImportError:  # not a Unix
         return None
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, else KiB
 
 
 def _meminfo(field: str, process: str | None = None) -> int | None:

@@ -129,6 +129,46 @@ def test_torch_reports_the_host_for_cpu_models() -> None:
     assert backend.device_memory(program) is None
 
 
+def _on(device: str) -> Any:
+    """A stand-in for a module whose one weight is on ``device`` (no such device here)."""
+    import torch
+
+    weight = SimpleNamespace(device=torch.device(device))
+    return SimpleNamespace(parameters=lambda: iter([weight]), buffers=lambda: iter([]))
+
+
+def test_torch_reads_a_cuda_device_through_its_public_counters(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from agnostic_saliency import get_backend
+
+    asked: list[Any] = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda device: asked.append(device) or (10 * GIB, 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 3 * GIB)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 5 * GIB)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 7 * GIB)
+    reset = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: reset.append(a))
+    memory = get_backend("torch").device_memory(_on("cuda:1"))
+    # Free for PyTorch: the driver's 10 GiB plus the 2 GiB its cache holds unused.
+    assert memory == DeviceMemory(12 * GIB, 80 * GIB, 3 * GIB, 7 * GIB)
+    assert asked == [torch.device("cuda:1")] and not reset
+
+
+def test_torch_reads_an_mps_device_without_a_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from agnostic_saliency import get_backend
+
+    monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: 16 * GIB)
+    monkeypatch.setattr(torch.mps, "driver_allocated_memory", lambda: 6 * GIB)
+    monkeypatch.setattr(torch.mps, "current_allocated_memory", lambda: 4 * GIB)
+    memory = get_backend("torch").device_memory(_on("mps"))
+    assert memory == DeviceMemory(10 * GIB, 16 * GIB, 4 * GIB, None)
+
+
 def test_jax_reports_the_host_for_cpu_models() -> None:
     import equinox as eqx
     import jax
@@ -141,6 +181,51 @@ def test_jax_reports_the_host_for_cpu_models() -> None:
     assert backend.device_memory(nnx.Linear(3, 2, rngs=nnx.Rngs(0))) is None
     assert backend.device_memory(eqx.nn.Linear(3, 2, key=jax.random.key(0))) is None
     assert backend.device_memory(jax.jit(lambda x: x * 2)) is None
+
+
+STATS = {"bytes_limit": 60 * GIB, "bytes_in_use": 20 * GIB, "peak_bytes_in_use": 25 * GIB}
+
+
+def test_jax_reads_a_device_through_memory_stats() -> None:
+    from agnostic_saliency_jax import _memory
+    from agnostic_saliency_keras import _memory as keras_memory
+
+    gpu = SimpleNamespace(platform="gpu", memory_stats=lambda: dict(STATS))
+    expected = DeviceMemory(40 * GIB, 60 * GIB, 20 * GIB, 25 * GIB)
+    assert _memory.jax_memory(gpu) == expected
+    assert keras_memory._jax_memory(gpu) == expected
+    bare = SimpleNamespace(platform="gpu", memory_stats=lambda: None)
+    assert _memory.jax_memory(bare) == DeviceMemory(None)
+
+
+def _tf_gpu(monkeypatch: pytest.MonkeyPatch, limit_mib: int | None) -> list[str]:
+    """TensorFlow's public device queries answering as for one GPU (none is here)."""
+    import tensorflow as tf
+
+    asked: list[str] = []
+    monkeypatch.setattr(tf.config.experimental, "get_memory_info", lambda name: asked.append(
+        name) or {"current": 2 * GIB, "peak": 3 * GIB})
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: ["gpu0"])
+    config = None if limit_mib is None else [
+        tf.config.LogicalDeviceConfiguration(memory_limit=limit_mib)]
+    monkeypatch.setattr(tf.config, "get_logical_device_configuration", lambda device: config)
+    return asked
+
+
+@pytest.mark.parametrize("limit_mib", [8192, None])
+def test_tensorflow_reads_a_gpu_through_get_memory_info(
+        monkeypatch: pytest.MonkeyPatch, limit_mib: int | None) -> None:
+    from agnostic_saliency_keras import _memory as keras_memory
+    from agnostic_saliency_tensorflow import _memory
+
+    asked = _tf_gpu(monkeypatch, limit_mib)
+    name = "/job:localhost/replica:0/task:0/device:GPU:0"
+    expected = (DeviceMemory(6 * GIB, 8 * GIB, 2 * GIB, 3 * GIB) if limit_mib
+                else DeviceMemory(None, None, 2 * GIB, 3 * GIB))  # no limit: free unknown
+    assert _memory.tf_memory(name) == expected
+    assert keras_memory._tf_memory(name) == expected
+    assert asked == ["GPU:0", "GPU:0"]
+    assert _memory.tf_memory("/job:localhost/replica:0/task:0/device:CPU:0") is None
 
 
 def test_tensorflow_reports_the_host_for_cpu_models() -> None:

@@ -123,8 +123,8 @@ class TorchBackend(BackendBase):
         return out_of_memory(error)
 
     def device_memory(self, model: Any) -> DeviceMemory | None:
-        """Free and peak memory of the CUDA device holding ``model``'s weights; ``None``
-        on the CPU or MPS (no public counters there: host memory is budgeted)."""
+        """Free and peak memory of the CUDA device (free memory of the MPS device) holding
+        ``model``'s weights; ``None`` on the CPU (host memory is budgeted there)."""
         return _memory.device_memory(model)
 
     def to_numpy(self, array: Any) -> np.ndarray:

@@ -7,6 +7,7 @@ explainer's model, backend, options, batch size and output-spec cache.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from agnostic_saliency._outputs import output_spec
 from agnostic_saliency._run import pad_rows
 from agnostic_saliency._structure import Structure
 from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
+from agnostic_saliency.backend import user_stacklevel
 
 if TYPE_CHECKING:
     from agnostic_saliency._memory import BatchSize
@@ -91,7 +93,27 @@ class TargetsAndOutputs:
         """What the backend's ``predict`` runs for ``rows`` of ``x``."""
         return x[rows] if structure is None else structure.rows(rows)
 
-    def _predict_chunk(self, chunk: Any, n: int, model_batch: int) -> Any:
+    def _predict_chunk(self, chunk: Any, n: int, model_batch: int, warned: bool = False) -> Any:
+        """The model's output for ``chunk`` (``n`` samples), in halves after an
+        out-of-memory error (array inputs and outputs; warned once per chunk, as
+        :meth:`Run._call` does for gradients)."""
+        try:
+            return self._predict_padded(chunk, n, model_batch)
+        except Exception as error:
+            if (n < 2 or not isinstance(chunk, np.ndarray)
+                    or not self.backend.is_out_of_memory(error)):
+                raise
+            half = (n + 1) // 2
+            if not warned:
+                warnings.warn(messages.out_of_memory_backoff(n, half, error),
+                              messages.SaliencyWarning, stacklevel=user_stacklevel())
+            parts = [self._predict_chunk(chunk[:half], half, model_batch, True),
+                     self._predict_chunk(chunk[half:], n - half, model_batch, True)]
+            if not all(isinstance(part, np.ndarray) for part in parts):
+                raise error from None  # outputs of several arrays are not split
+            return np.concatenate(parts)
+
+    def _predict_padded(self, chunk: Any, n: int, model_batch: int) -> Any:
         """The model's output for ``chunk`` (``n`` samples); a short array chunk that the
         model refuses is padded to the explicit batch size (see :meth:`Run._call_once`)."""
         short = (isinstance(self.batch_size, int) and n < model_batch

@@ -125,7 +125,12 @@ class Run:
         try:
             return self._call_once(points, targets, magnitude, samples)
         except Exception as error:
-            if len(points) < 2 or not self.explainer.backend.is_out_of_memory(error):
+            if not self.explainer.backend.is_out_of_memory(error):
+                raise
+            if len(points) < 2:
+                named = self.state["sample_ids"][samples] if "sample_ids" in self.state else samples
+                _add_note(error, messages.out_of_memory_one_sample(int(named[0]),
+                                                                   tuple(points.shape[1:])))
                 raise
             smaller = (len(points) + 1) // 2
             if self.limit is None:  # warn once per call
@@ -191,6 +196,13 @@ class Run:
     def dead_samples(self) -> np.ndarray:
         """Indices of the samples whose every gradient was identically zero."""
         return np.flatnonzero(~self._alive)
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    """Add ``note`` to the framework's own ``error`` (Python 3.11 and later), keeping its type."""
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(note)
 
 
 def rows_of(values: Any, start: int, stop: int) -> Any:

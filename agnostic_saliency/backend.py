@@ -24,11 +24,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from agnostic_saliency import messages
+from agnostic_saliency._memory import DeviceMemory
 from agnostic_saliency.messages import SaliencyWarning
 
 __all__ = [
-    "MAGNITUDE_REDUCERS", "Backend", "BackendBase", "CallOptions", "Magnitude", "Operator",
-    "OutputSelector", "as_backend_base", "outputs_to_numpy", "plugin_of", "report_cast",
+    "MAGNITUDE_REDUCERS", "Backend", "BackendBase", "CallOptions", "DeviceMemory", "Magnitude",
+    "Operator", "OutputSelector", "as_backend_base", "outputs_to_numpy", "plugin_of", "report_cast",
     "user_stacklevel", "warn",
 ]
 
@@ -96,8 +97,8 @@ class Backend(Protocol):
     -----
     The optional members (``class_index_targets``, ``magnitude_maps``,
     ``asynchronous``, ``start_gradient``, ``full_precision``, ``can_load``,
-    ``load_model``, ``model_channel_axis``, ``is_out_of_memory``) have defaults in
-    :class:`BackendBase`, which documents them. Subclass it; a plugin that
+    ``load_model``, ``model_channel_axis``, ``is_out_of_memory``, ``device_memory``)
+    have defaults in :class:`BackendBase`, which documents them. Subclass it; a plugin that
     implements this protocol alone is wrapped in one, and its ``class_index_targets``
     and ``magnitude_maps`` are read once, when it is registered.
     """
@@ -272,6 +273,13 @@ class BackendBase:
         frontend retries with smaller chunks."""
         return isinstance(error, MemoryError)
 
+    def device_memory(self, model: Any) -> DeviceMemory | None:
+        """The memory of the accelerator that holds ``model``'s weights, as its framework
+        reports it (free bytes, and its peak counter, never reset), or ``None`` (the
+        default) where the model computes on the host. ``batch_size="auto"`` then budgets
+        and measures device memory instead of host memory."""
+        return None
+
     def layer_weights(self, model: Any) -> list[tuple[str, list[np.ndarray]]]:
         """The model's layers that hold trainable weights, input to output: ``(name,
         weights)`` with the weights as NumPy in the canonical layout (dense ``(in, out)``,
@@ -324,7 +332,7 @@ class _PluginWrapper(BackendBase):
         self.structured_inputs = bool(getattr(plugin, "structured_inputs", False))
         self.layer_outputs = bool(getattr(plugin, "layer_outputs", False))
         for member in ("full_precision", "can_load", "load_model", "model_channel_axis",
-                       "is_out_of_memory", "layer_output", "layer_weights",
+                       "is_out_of_memory", "device_memory", "layer_output", "layer_weights",
                        "with_layer_weights"):
             found = getattr(plugin, member, None)
             if callable(found):

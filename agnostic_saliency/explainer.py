@@ -11,6 +11,7 @@ memory budget) is worked out on its first call and kept in bounded caches.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -91,8 +92,9 @@ class GradientExplainer(SeveralInputs, TargetsAndOutputs, DatasetMethods):
         exported with a static batch works); ``None`` sends everything at once.
         Results never depend on it.
     memory_budget
-        Bytes of working memory for ``batch_size="auto"``; ``None``: 10 % of the
-        available host memory, and at least 1 GiB.
+        Bytes of working memory for ``batch_size="auto"``: of the device's memory
+        for a model on an accelerator (GPU), else of the host's. ``None``: 10 % of
+        the available host memory, or of the device's free memory, and at least 1 GiB.
     operator
         ``operator(model, inputs, targets) -> scores (N,)`` in the model's framework;
         ``None`` explains the output selected by ``targets``.
@@ -393,7 +395,7 @@ class GradientExplainer(SeveralInputs, TargetsAndOutputs, DatasetMethods):
         """A probe of the first chunk's memory, where ``batch_size="auto"`` has yet to learn."""
         if self.batch_size != AUTO or self._chunk_sizes.get(layout) is not None:
             return None
-        return MemoryProbe()
+        return MemoryProbe(partial(self.backend.device_memory, self.model))
 
     def _learn_chunk(self, layout: Layout, probe: MemoryProbe, measured: int, guess: int) -> int:
         """The chunk size after a first chunk of ``measured`` points; it is kept for the
@@ -406,7 +408,9 @@ class GradientExplainer(SeveralInputs, TargetsAndOutputs, DatasetMethods):
         return size
 
     def _budget(self) -> int:
-        return self.memory_budget if self.memory_budget is not None else default_budget()
+        if self.memory_budget is not None:
+            return self.memory_budget
+        return default_budget(self.backend.device_memory(self.model))
 
     def _report_zero_samples(self, samples: np.ndarray) -> None:
         warn(messages.zero_saliency(samples.tolist()))

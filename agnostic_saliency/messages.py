@@ -184,6 +184,13 @@ def out_of_memory_backoff(size: int, smaller: int, error: BaseException) -> str:
             "batch_size or memory_budget to avoid the retries.")
 
 
+def out_of_memory_one_sample(sample: int, shape: tuple[int, ...]) -> str:
+    return (f"out of memory with one sample per model call (sample {sample}, shape "
+            f"{shape}): the model needs more memory for a single sample than its device has "
+            "free. Free memory held elsewhere (other models or processes), move the model to a "
+            "device with more memory, or explain smaller inputs.")
+
+
 def bad_compile_option(value: object) -> str:
     return (
         f"TorchBackend(compile={value!r}); pass False, True, or a dict of torch.compile "

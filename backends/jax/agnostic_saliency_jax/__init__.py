@@ -51,6 +51,7 @@ from agnostic_saliency._structure import ModelInputs
 from agnostic_saliency.backend import (
     BackendBase,
     CallOptions,
+    DeviceMemory,
     Magnitude,
     Operator,
     OutputSelector,
@@ -58,7 +59,7 @@ from agnostic_saliency.backend import (
     report_cast,
 )
 from agnostic_saliency.cache import BoundedCache, object_key
-from agnostic_saliency_jax import _loading, _messages, _precision, _structured, _weights
+from agnostic_saliency_jax import _loading, _memory, _messages, _precision, _structured, _weights
 from agnostic_saliency_jax._compile import (
     TraceCounter,
     call_model,
@@ -164,6 +165,11 @@ class JaxBackend(BackendBase):
         allocation failed), and ``MemoryError``."""
         return isinstance(error, MemoryError) or (
             isinstance(error, RuntimeError) and "RESOURCE_EXHAUSTED" in str(error))
+
+    def device_memory(self, model: Any) -> DeviceMemory | None:
+        """``memory_stats()`` of the (non-CPU) device holding ``model``'s arrays, or of
+        JAX's default device for a function; ``None`` on the CPU."""
+        return _memory.device_memory(model)
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return _to_numpy(array)

@@ -32,8 +32,8 @@ import numpy as np
 
 from agnostic_saliency import messages
 from agnostic_saliency._structure import ModelInputs
-from agnostic_saliency.backend import BackendBase, CallOptions, Operator
-from agnostic_saliency_keras import _layout, _messages, _structured, _weights
+from agnostic_saliency.backend import BackendBase, CallOptions, DeviceMemory, Operator
+from agnostic_saliency_keras import _layout, _memory, _messages, _structured, _weights
 from agnostic_saliency_keras._common import (
     MODULES,
     ModelCallError,
@@ -108,6 +108,13 @@ class KerasBackend(BackendBase):
     def is_out_of_memory(self, error: BaseException) -> bool:
         """The allocation failure of the framework Keras runs on, or ``MemoryError``."""
         return is_out_of_memory(error)
+
+    def device_memory(self, model: Any) -> DeviceMemory | None:
+        """The memory of the accelerator holding ``model``'s weights, read through the
+        framework Keras runs on; ``None`` on the CPU."""
+        import keras
+
+        return _memory.device_memory(model, keras.backend.backend())
 
     def to_numpy(self, array: Any) -> np.ndarray:
         keras = sys.modules.get("keras")

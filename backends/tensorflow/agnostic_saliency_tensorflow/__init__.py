@@ -33,12 +33,13 @@ from agnostic_saliency._structure import ModelInputs
 from agnostic_saliency.backend import (
     BackendBase,
     CallOptions,
+    DeviceMemory,
     Operator,
     outputs_to_numpy,
     report_cast,
 )
 from agnostic_saliency.cache import BoundedCache, ObjectKey, object_key
-from agnostic_saliency_tensorflow import _loading, _precision, _structured
+from agnostic_saliency_tensorflow import _loading, _memory, _precision, _structured
 from agnostic_saliency_tensorflow._traced import (
     Compiled,
     gradient_body,
@@ -101,6 +102,11 @@ class TensorFlowBackend(BackendBase):
     def load_model(self, path: Path) -> Any:
         """Load a SavedModel folder."""
         return _loading.load_model(path)
+
+    def device_memory(self, model: Any) -> DeviceMemory | None:
+        """The memory of the GPU holding ``model``'s variables, from
+        ``tf.config.experimental.get_memory_info``; ``None`` on the CPU."""
+        return _memory.device_memory(model)
 
     def is_out_of_memory(self, error: BaseException) -> bool:
         """``tf.errors.ResourceExhaustedError`` (device or host memory) and ``MemoryError``."""

@@ -25,12 +25,13 @@ from agnostic_saliency._structure import ModelInputs
 from agnostic_saliency.backend import (
     BackendBase,
     CallOptions,
+    DeviceMemory,
     Magnitude,
     Operator,
     outputs_to_numpy,
 )
 from agnostic_saliency.cache import BoundedCache, ObjectKey
-from agnostic_saliency_torch import _messages, _model, _structured, _weights
+from agnostic_saliency_torch import _memory, _messages, _model, _structured, _weights
 from agnostic_saliency_torch._tensors import (
     differentiate,
     finish,
@@ -120,6 +121,11 @@ class TorchBackend(BackendBase):
 
     def is_out_of_memory(self, error: BaseException) -> bool:
         return out_of_memory(error)
+
+    def device_memory(self, model: Any) -> DeviceMemory | None:
+        """Free and peak memory of the CUDA device (free memory of the MPS device) holding
+        ``model``'s weights; ``None`` on the CPU (host memory is budgeted there)."""
+        return _memory.device_memory(model)
 
     def to_numpy(self, array: Any) -> np.ndarray:
         return to_numpy(array) if is_tensor(array) else np.asarray(array)

@@ -14,6 +14,7 @@ import numpy as np
 from agnostic_saliency import messages
 from agnostic_saliency.backend import CallOptions, Magnitude, Operator, report_cast
 from agnostic_saliency_torch import _messages, _model
+from agnostic_saliency_torch._memory import is_cpu_allocation_failure
 
 if TYPE_CHECKING:
     import torch
@@ -51,8 +52,10 @@ def is_tensor(value: Any) -> bool:
 
 
 def out_of_memory(error: BaseException) -> bool:
+    """A failed allocation: ``torch.OutOfMemoryError`` (CUDA), the ``RuntimeError`` of the
+    CPU allocator, or ``MemoryError``."""
     torch = sys.modules.get("torch")
-    return isinstance(error, MemoryError) or (
+    return isinstance(error, MemoryError) or is_cpu_allocation_failure(error) or (
         torch is not None and isinstance(error, torch.OutOfMemoryError))
 
 

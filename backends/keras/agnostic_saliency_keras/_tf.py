@@ -4,7 +4,8 @@ The function's input signature leaves the batch axis unknown, so a new batch siz
 does not retrace it; it is traced once into a concrete function, which is called
 directly (that skips ``tf.function``'s argument binding on every call). Targets
 enter as tensors, and the model's variables are captured by reference, so weights
-changed after the first call are used.
+changed after the first call are used. Predictions run through a cached graph of
+their own per signature, in the same way.
 
 XLA (``jit_compile``) is used for models without convolution kernels: on CPU it
 makes dense networks faster and convolutional ones slower (``benchmarks/``). A
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["gradient", "is_out_of_memory", "is_tensor", "predict", "to_numpy"]
 
 _functions: BoundedCache[Any] = BoundedCache(32)
+_predictions: BoundedCache[Any] = BoundedCache(32)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -66,8 +68,8 @@ def predict(model: Any, x: np.ndarray, dtype: str, options: CallOptions) -> Any:
     tensor = _tensor(x, dtype)
     selector = options.output_selector
     if getattr(model, "built", True):
-        key = ("predict", object_key(selector), dtype, x.shape[1:])
-        graph = cached_function(_functions, model, key, lambda get_model: _PredictGraph(
+        key = (object_key(selector), dtype, x.shape[1:])
+        graph = cached_function(_predictions, model, key, lambda get_model: _PredictGraph(
             get_model, selector, dtype, x.shape[1:]))
         concrete = graph.concrete()
         if concrete is not None:

@@ -229,3 +229,71 @@ def test_the_model_never_sees_more_than_batch_size_inputs(metric: Any,
                    **settings).evaluate(images(), targets(), pixel_maps())
     assert np.isfinite(value)
     assert max(backend.sizes) == 5 and len(backend.sizes) > 2
+
+
+@pytest.mark.parametrize("metric, settings, calls", [
+    # 8 samples x 11 steps = 88 rows; 8 x 6 steps (192 elements, 32 a step) = 48 rows;
+    # MuFidelity: 8 base rows, then 8 x 9 draws = 72 rows
+    (Deletion, {}, [5] * 17 + [3]),
+    (Insertion, {"preset": "quantus", "features_per_step": 32}, [5] * 9 + [3]),
+    (MuFidelity, {"nb_samples": 9}, [5, 3] + [5] * 14 + [2]),
+])
+def test_calls_are_full_across_steps_and_draws(metric: Any, settings: dict[str, Any],
+                                               calls: list[int]) -> None:
+    backend = _Recording()
+    metric(NumpyModel(image_spec()), backend=backend, batch_size=5,
+           **settings).evaluate(images(), targets(), pixel_maps())
+    assert backend.sizes == calls
+
+
+@pytest.mark.parametrize("metric, settings", [
+    (Deletion, {}),
+    (Insertion, {"preset": "quantus", "features_per_step": 16}),
+    (Deletion, {"preset": "rise", "features_per_step": 8}),
+    (MuFidelity, {"nb_samples": 9}),
+    (MuFidelity, {"preset": "quantus", "nb_samples": 9, "subset_size": 10}),
+    (AverageDrop, {"activation": "softmax"}),
+])
+def test_batch_sizes_1_7_and_none_give_the_same_numbers(metric: Any,
+                                                        settings: dict[str, Any]) -> None:
+    """Rows packed across steps and draws land on their own sample and step."""
+    model = NumpyModel(image_spec())
+    values = [metric(model, backend=ReferenceBackend(), batch_size=size, **settings)
+              .evaluate_per_sample(images(), targets(), pixel_maps()) for size in (1, 7, None)]
+    assert np.ptp(values[0]) > 1e-3  # the samples differ: a shuffled row would show
+    for other in values[1:]:  # float32 sums differ in the last bits with the batch's size
+        np.testing.assert_allclose(other, values[0], rtol=1e-5, atol=1e-6)
+    if metric in (Deletion, Insertion):
+        curves = [metric(model, backend=ReferenceBackend(), batch_size=size, **settings)
+                  .curve(images(), targets(), pixel_maps()).scores for size in (1, 7)]
+        np.testing.assert_allclose(curves[1], curves[0], rtol=1e-6, atol=1e-7)
+
+
+def test_keras_predictions_through_the_graph_equal_the_eager_call() -> None:
+    """The Keras backend (TensorFlow) predicts through a cached graph: its outputs equal the
+    eager call for every batch size, use weights changed after the first call, and a model
+    that cannot be traced is called eagerly."""
+    import keras
+
+    from agnostic_saliency.backend import CallOptions
+    from agnostic_saliency.registry import get_backend
+
+    backend = get_backend("keras")
+    model = build_keras(image_spec())
+    x = images()
+    for rows in (8, 3, 1):
+        np.testing.assert_allclose(backend.predict(model, x[:rows], CallOptions()),
+                                   np.asarray(model(x[:rows], training=False)),
+                                   rtol=1e-6, atol=1e-7)
+    kernel = model.layers[-1].kernel
+    kernel.assign(np.asarray(kernel) * 2.0)
+    np.testing.assert_allclose(backend.predict(model, x, CallOptions()),
+                               np.asarray(model(x, training=False)), rtol=1e-6, atol=1e-7)
+
+    class Eager(keras.layers.Layer):
+        def call(self, inputs: Any) -> Any:
+            return inputs * float(np.asarray(inputs).max())  # needs a value: not traceable
+
+    eager = keras.Sequential([keras.Input((4,)), Eager()])
+    v = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_allclose(backend.predict(eager, v, CallOptions()), v * 7.0)

@@ -161,12 +161,14 @@ class Metric:
         return self.scores_of(((x, targets),))
 
     def scores_of(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """The scores of perturbed inputs made lazily, chunk by chunk, concatenated."""
-        parts = []
-        for x, targets in batches:
-            for start in range(0, len(x), self.batch_size):
-                rows = slice(start, start + self.batch_size)
-                parts.append(_pick(self._call(x[rows]), targets[rows]))
+        """The scores of perturbed inputs made lazily, concatenated in order.
+
+        The pieces may have any number of rows (one step's or one draw's samples): they
+        are packed into calls of exactly ``batch_size`` rows (the last may be shorter),
+        so that a few samples with many steps still make full calls of the model.
+        """
+        parts = [_pick(self._call(x), targets)
+                 for x, targets in _packed(batches, self.batch_size)]
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def _call(self, x: np.ndarray) -> np.ndarray:
@@ -184,6 +186,33 @@ class Metric:
         elif activation == "sigmoid":
             out = 1.0 / (1.0 + np.exp(-out))
         return out
+
+
+def _packed(batches: Iterable[tuple[np.ndarray, np.ndarray]], size: int
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(x, targets)`` pieces of any length regrouped into ``size`` rows, in order; at most
+    one call's rows are held besides the current piece."""
+    held: list[tuple[np.ndarray, np.ndarray]] = []
+    count = 0
+    for x, targets in batches:
+        start = 0
+        while start < len(x):
+            take = min(size - count, len(x) - start)
+            held.append((x[start:start + take], targets[start:start + take]))
+            count += take
+            start += take
+            if count == size:
+                yield _joined(held)
+                held, count = [], 0
+    if held:
+        yield _joined(held)
+
+
+def _joined(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if len(pieces) == 1:
+        return pieces[0]
+    return (np.concatenate([x for x, _ in pieces]),
+            np.concatenate([targets for _, targets in pieces]))
 
 
 def _pick(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:

@@ -92,11 +92,15 @@ class MuFidelity(Metric):
         n, count = importance.shape
         base = self.scores(p.x, p.targets)
         fill = self._features_of(baseline_values(p.x, self.settings["baseline"]), p)
-        drops = np.empty((n, self.settings["nb_samples"]))
-        columns = []
-        for draw, kept in enumerate(self._draws(n, count, p)):  # kept: (N, P), True = not in S
-            drops[:, draw] = base - self.scores_of(self._perturbed(p, values, fill, kept))
-            columns.append(np.where(kept, 0.0, importance).sum(axis=1))
+        columns: list[np.ndarray] = []
+
+        def perturbed() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for kept in self._draws(n, count, p):  # kept: (N, P), True = not in S
+                columns.append(np.where(kept, 0.0, importance).sum(axis=1))
+                yield from self._perturbed(p, values, fill, kept)
+
+        # every draw's inputs in one stream, so that calls hold batch_size rows across draws
+        drops = base[:, None] - self.scores_of(perturbed()).reshape(-1, n).T
         sums = np.stack(columns, axis=1)
         return _correlation(drops, sums, self.settings["correlation"])
 

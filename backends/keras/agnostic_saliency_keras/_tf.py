@@ -4,7 +4,8 @@ The function's input signature leaves the batch axis unknown, so a new batch siz
 does not retrace it; it is traced once into a concrete function, which is called
 directly (that skips ``tf.function``'s argument binding on every call). Targets
 enter as tensors, and the model's variables are captured by reference, so weights
-changed after the first call are used.
+changed after the first call are used. Predictions run through a cached graph of
+their own per signature, in the same way.
 
 XLA (``jit_compile``) is used for models without convolution kernels: on CPU it
 makes dense networks faster and convolutional ones slower (``benchmarks/``). A
@@ -23,6 +24,7 @@ import numpy as np
 from agnostic_saliency.backend import CallOptions, Operator
 from agnostic_saliency.cache import BoundedCache, object_key
 from agnostic_saliency_keras._common import (
+    ModelCallError,
     OperatorShapeError,
     cached_function,
     call_model,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["gradient", "is_out_of_memory", "is_tensor", "predict", "to_numpy"]
 
 _functions: BoundedCache[Any] = BoundedCache(32)
+_predictions: BoundedCache[Any] = BoundedCache(32)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -58,8 +61,63 @@ def to_numpy(tensor: Any) -> np.ndarray:
 
 
 def predict(model: Any, x: np.ndarray, dtype: str, options: CallOptions) -> Any:
-    """Eager ``model(x, training=False)`` with the selector applied."""
-    return call_model(model, _tensor(x, dtype), options.output_selector)
+    """``model(x, training=False)`` with the selector applied, through one cached graph per
+    signature: an eager Keras call costs more than a small model's compute, and the
+    metrics call ``predict`` once per chunk. A model not built yet (its variables are
+    created eagerly) or one that cannot be traced is called eagerly."""
+    tensor = _tensor(x, dtype)
+    selector = options.output_selector
+    if getattr(model, "built", True):
+        key = (object_key(selector), dtype, x.shape[1:])
+        graph = cached_function(_predictions, model, key, lambda get_model: _PredictGraph(
+            get_model, selector, dtype, x.shape[1:]))
+        concrete = graph.concrete()
+        if concrete is not None:
+            try:
+                return concrete(tensor)
+            except Exception as error:
+                if is_out_of_memory(error):
+                    raise
+                raise ModelCallError(error) from error
+    return call_model(model, tensor, selector)
+
+
+class _PredictGraph:
+    """The concrete predict function of one signature (batch axis unknown), traced on first
+    use; ``None`` when tracing failed, for the eager call to run (and report its error)."""
+
+    def __init__(self, get_model: Callable[[], Any], selector: Callable[[Any], Any] | None,
+                 dtype: str, sample_shape: tuple[int, ...]) -> None:
+        self._get_model, self._selector = get_model, selector
+        self._signature = (dtype, sample_shape)
+        self._concrete: Any = None
+        self._traced = False
+        self._lock = threading.Lock()
+
+    def concrete(self) -> Any:
+        if not self._traced:
+            with self._lock:
+                if not self._traced:
+                    self._concrete = self._trace()
+                    self._traced = True
+        return self._concrete
+
+    def _trace(self) -> Any:
+        import tensorflow as tf
+
+        dtype, sample_shape = self._signature
+
+        def call(x: tf.Tensor) -> Any:
+            return call_model(self._get_model(), x, self._selector)
+
+        function = tf.function(call, input_signature=[tf.TensorSpec((None, *sample_shape),
+                                                                    dtype)], autograph=False)
+        try:
+            return function.get_concrete_function()
+        except Exception as error:
+            if is_out_of_memory(error):
+                raise
+            return None
 
 
 def gradient(model: Any, x: np.ndarray, dtype: str, targets: Any, operator: Operator | None,

@@ -18,6 +18,9 @@ class Test{name}(BackendConformanceTests):
 
     def build_model(self, spec):
         return NumpyModel(spec)
+
+    def build_embedding_model(self, spec, table):
+        return layered_embedding_model(spec, table)
 """
 
 # Checks that must fail for each mutant (others may fail too).
@@ -52,6 +55,7 @@ def failures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     folder = tmp_path_factory.mktemp("mutants")
     source = ["import sys", f"sys.path.insert(0, {str(Path(__file__).parent)!r})",
               "from agnostic_saliency.testing import BackendConformanceTests, NumpyModel",
+              "from agnostic_saliency.testing.composite import layered_embedding_model",
               "import mutants"]
     source += [CLASS.format(name=name, backend=f"mutants.{name}()") for name in MUST_FAIL]
     source.append(CLASS.format(name="Unbroken", backend="'reference'"))

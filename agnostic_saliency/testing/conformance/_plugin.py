@@ -26,18 +26,24 @@ class PluginChecks(SuiteBase):
 
     def test_ambiguous_channel_axis_is_refused_then_explicit_axes_reduce(self) -> None:
         """Eight channels on 3 x 3 images: the default axis (8 entries) is refused, as
-        the other candidate (3 entries) looks like channels; ``channel_axis=`` then
-        reduces exactly the axis it names."""
+        the other candidate (3 entries) looks like channels, unless the model declares
+        its channel axis (``model_channel_axis``, a Keras layer's ``data_format``);
+        ``channel_axis=`` then reduces exactly the axis it names."""
         spec = self.spec("wide_channels")
         model, x = self.model(spec), self.inputs(spec)
-        targets = np.array([0, 1, 2, 1, 0])
-        with pytest.raises(ValueError, match=r"cannot tell the channel axis of shape "
-                                             r"\(5, .*\).*pass channel_axis="):
-            self.saliency(model).explain(x, targets)
+        targets, backend = np.array([0, 1, 2, 1, 0]), self.resolved_backend()
         weights = self.one_hot(targets, spec.n_outputs)
         magnitude = np.abs(self.exact_gradient(spec, x, weights))
-        own = np.abs(self.resolved_backend().gradient(model, x, weights.astype(x.dtype), None,
-                                                      CallOptions()))
+        declared = backend.model_channel_axis(model, x.ndim)
+        if declared is None:
+            with pytest.raises(ValueError, match=r"cannot tell the channel axis of shape "
+                                                 r"\(5, .*\).*pass channel_axis="):
+                self.saliency(model).explain(x, targets)
+        else:  # the model's own word is trusted
+            assert declared % x.ndim == self.channel_axis() % x.ndim
+            maps = self.saliency(model).explain(x, targets)
+            self.assert_close(maps, magnitude.max(axis=declared), scale=float(magnitude.max()))
+        own = np.abs(backend.gradient(model, x, weights.astype(x.dtype), None, CallOptions()))
         for axis in (1, 2, -1):
             maps = self.saliency(model, channel_axis=axis).explain(x, targets)
             expected = magnitude.max(axis=axis)

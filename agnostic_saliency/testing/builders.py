@@ -120,7 +120,7 @@ def _zoo_module_class() -> type:
     """The ``tf.Module`` class of :func:`build_tensorflow`, made on first use (importing
     TensorFlow) and found by pickle as this module's ``ZooModule``."""
     if "ZooModule" in globals():
-        return globals()["ZooModule"]  # type: ignore[no-any-return]
+        return globals()["ZooModule"]
     import tensorflow as tf
 
     class ZooModule(tf.Module):  # type: ignore[misc]

@@ -94,7 +94,8 @@ def torch_embedding_model(spec: ModelSpec, table: np.ndarray) -> tuple[Any, Any]
     class Embedded(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.embedding = torch.nn.Embedding.from_pretrained(torch.from_numpy(table))
+            self.embedding = torch.nn.Embedding.from_pretrained(  # type: ignore[no-untyped-call]
+                torch.from_numpy(table))
             self.inner = build_torch(spec)
 
         def forward(self, ids: Any) -> Any:
@@ -112,7 +113,7 @@ def keras_static_batch_model(spec: ModelSpec, batch: int) -> Any:
     other batch size fails, in eager runs and in traced ones alike."""
     import keras
 
-    class StaticBatch(keras.layers.Layer):
+    class StaticBatch(keras.layers.Layer):  # type: ignore[misc]
         def call(self, x: Any) -> Any:
             return keras.ops.reshape(x, (batch, *spec.input_shape))
 
@@ -138,7 +139,7 @@ def keras_masked_model(spec: ModelSpec) -> Any:
     """A functional model of ``[x, mask]`` (``mask`` int32) computing ``spec(x * mask)``."""
     import keras
 
-    class Keep(keras.layers.Layer):
+    class Keep(keras.layers.Layer):  # type: ignore[misc]
         def call(self, x: Any, keep: Any) -> Any:
             return x * keras.ops.cast(keep, x.dtype)
 

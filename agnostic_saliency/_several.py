@@ -42,13 +42,13 @@ class SeveralInputs:
         """``inputs`` taken apart (several inputs, or a layer), or ``None``."""
         structure = split_structure(inputs, self.backend.to_numpy, self.attribute,
                                     self.model_kwargs, self.layer)
+        if structure is not None and structure.layer is not None \
+                and not self.backend.layer_outputs:  # named first: layer= is what was asked
+            raise TypeError(messages.structured_not_supported(self.backend.name,
+                                                              "layer outputs (layer=)"))
         if structure is not None and not self.backend.structured_inputs:
             raise TypeError(messages.structured_not_supported(
                 self.backend.name, "several inputs, side inputs or model_kwargs"))
-        if structure is not None and structure.layer is not None \
-                and not self.backend.layer_outputs:
-            raise TypeError(messages.structured_not_supported(self.backend.name,
-                                                              "layer outputs (layer=)"))
         return structure
 
     def _x_of(self, structure: Structure) -> np.ndarray:

@@ -343,6 +343,8 @@ class _PluginWrapper(BackendBase):
         self.gradient = plugin.gradient  # type: ignore[method-assign]
 
     def __getattr__(self, name: str) -> Any:
+        if "plugin" not in self.__dict__:  # being unpickled or copied: no plugin yet
+            raise AttributeError(name)
         return getattr(self.__dict__["plugin"], name)
 
     def __repr__(self) -> str:

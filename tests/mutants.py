@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from agnostic_saliency import get_backend
+from agnostic_saliency._structure import ModelInputs
 
 
 class Mutant:
@@ -127,3 +128,27 @@ class ReusesItsBuffer(Mutant):
             self.buffer = np.empty_like(gradient)
         self.buffer[...] = gradient
         return self.buffer
+
+
+class ReducesTheLastAxis(Mutant):
+    """Declares max magnitude maps and reduces the last axis, whatever axis is asked for."""
+
+    magnitude_maps = ("max",)
+
+    def gradient(self, model, inputs, targets, operator, options,  # type: ignore[no-untyped-def]
+                 magnitude=None):
+        exact = get_backend("reference").gradient(model, inputs, targets, operator, options)
+        return exact if magnitude is None else np.abs(exact).max(axis=-1)
+
+
+class ScalesStructuredGradients(Mutant):
+    """Doubles the gradient of every attributed input after the first, and of a layer."""
+
+    def gradient(self, model, inputs, targets, operator, options):  # type: ignore[no-untyped-def]
+        exact = get_backend("reference").gradient(model, inputs, targets, operator, options)
+        if not isinstance(inputs, ModelInputs):
+            return exact
+        if inputs.layer is not None:
+            return 2 * exact
+        return {key: 2 * value if key != inputs.attributed[0] else value
+                for key, value in exact.items()}

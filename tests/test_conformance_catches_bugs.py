@@ -18,6 +18,9 @@ class Test{name}(BackendConformanceTests):
 
     def build_model(self, spec):
         return NumpyModel(spec)
+
+    def build_embedding_model(self, spec, table):
+        return layered_embedding_model(spec, table)
 """
 
 # Checks that must fail for each mutant (others may fail too).
@@ -40,6 +43,9 @@ MUST_FAIL = {
     "ReducesBeforeAbsolute": ["test_linear_image_map_is_channel_max_of_weights",
                               "test_raw_gradient_contract"],
     "ReusesItsBuffer": ["test_writeable_answers_are_handed_over"],
+    "ReducesTheLastAxis": ["test_ambiguous_channel_axis_is_refused_then_explicit_axes_reduce"],
+    "ScalesStructuredGradients": ["test_two_inputs_give_each_input_its_gradient",
+                                  "test_layer_output_maps_are_the_l2_norm_of_its_gradient"],
     "ShiftsClassIndices": ["test_targets_reach_the_backend_in_its_declared_form",
                            "test_linear_vector_map_is_abs_weight_column",
                            "test_signed_gradient_matches_exact_gradient"],
@@ -52,6 +58,7 @@ def failures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     folder = tmp_path_factory.mktemp("mutants")
     source = ["import sys", f"sys.path.insert(0, {str(Path(__file__).parent)!r})",
               "from agnostic_saliency.testing import BackendConformanceTests, NumpyModel",
+              "from agnostic_saliency.testing.composite import layered_embedding_model",
               "import mutants"]
     source += [CLASS.format(name=name, backend=f"mutants.{name}()") for name in MUST_FAIL]
     source.append(CLASS.format(name="Unbroken", backend="'reference'"))

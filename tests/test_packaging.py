@@ -75,7 +75,7 @@ def test_wheel_holds_only_the_package(wheel: zipfile.ZipFile) -> None:
     assert not strays, f"files outside agnostic_saliency/ in the wheel: {strays}"
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     for required in ("agnostic_saliency/py.typed", "agnostic_saliency/__init__.py",
-                     "agnostic_saliency/testing/conformance.py",
+                     "agnostic_saliency/testing/conformance/__init__.py",
                      "agnostic_saliency/testing/reference.py"):
         assert required in names
 

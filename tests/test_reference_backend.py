@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from agnostic_saliency import get_backend
 from agnostic_saliency.testing import BackendConformanceTests, ModelSpec, NumpyModel
+from agnostic_saliency.testing.composite import layered_embedding_model
 
 
 class TestReferenceBackend(BackendConformanceTests):
@@ -16,6 +19,9 @@ class TestReferenceBackend(BackendConformanceTests):
 
     def build_model(self, spec: ModelSpec) -> Any:
         return NumpyModel(spec)
+
+    def build_embedding_model(self, spec: ModelSpec, table: np.ndarray) -> tuple[Any, Any]:
+        return layered_embedding_model(spec, table)
 
 
 class TestReferenceBackendChannelsFirst(TestReferenceBackend):

@@ -111,18 +111,36 @@ def build_keras(spec: ModelSpec, dropout: float | None = None) -> Any:
 
 
 def build_tensorflow(spec: ModelSpec) -> Any:
-    """``spec`` as a ``tf.Module`` holding ``tf.Variable`` weights (channels-last)."""
+    """``spec`` as a ``tf.Module`` holding ``tf.Variable`` weights (channels-last); it
+    pickles, as a user's module class defined at a module's top level does."""
+    return _zoo_module_class()(spec)
+
+
+def _zoo_module_class() -> type:
+    """The ``tf.Module`` class of :func:`build_tensorflow`, made on first use (importing
+    TensorFlow) and found by pickle as this module's ``ZooModule``."""
+    if "ZooModule" in globals():
+        return globals()["ZooModule"]
     import tensorflow as tf
 
     class ZooModule(tf.Module):  # type: ignore[misc]
-        def __init__(self) -> None:
+        def __init__(self, spec: ModelSpec) -> None:
             super().__init__(name=f"zoo_{spec.name}")
+            self.spec = spec
             self.weights = [_tf_weights(layer, tf.Variable) for layer in spec.layers]
 
         def __call__(self, x: Any) -> Any:
-            return _tf_forward(spec, self.weights, x)
+            return _tf_forward(self.spec, self.weights, x)
 
-    return ZooModule()
+    ZooModule.__module__, ZooModule.__qualname__ = __name__, "ZooModule"
+    globals()["ZooModule"] = ZooModule
+    return ZooModule
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ZooModule":  # pickle looks the class up by name
+        return _zoo_module_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_tensorflow_function(spec: ModelSpec) -> Callable[[Any], Any]:

@@ -222,6 +222,13 @@ def _cnn_flatten(rng: np.random.Generator) -> ModelSpec:
     return ModelSpec("cnn_flatten", layers, (5, 4, 2))
 
 
+def _wide_channels(rng: np.random.Generator) -> ModelSpec:
+    """Eight channels on a 3 x 3 image: in either layout the default channel axis is
+    larger than the other candidate (3), so the frontend asks for ``channel_axis=``."""
+    layers = (_conv(rng, 2, 8, 4), Tanh(), GlobalAveragePool(), _dense(rng, 4, 3))
+    return ModelSpec("wide_channels", layers, (3, 3, 8))
+
+
 _BUILDERS = {
     "linear_vector": _linear_vector,
     "linear_image": _linear_image,
@@ -229,6 +236,7 @@ _BUILDERS = {
     "mlp": _mlp,
     "cnn": _cnn,
     "cnn_flatten": _cnn_flatten,
+    "wide_channels": _wide_channels,
 }
 SPEC_NAMES = tuple(_BUILDERS)
 

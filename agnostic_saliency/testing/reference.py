@@ -154,7 +154,7 @@ class ReferenceBackend(BackendBase):
         if operator is not None:
             return _operator_gradient(model, inputs, targets, operator)
         if np.asarray(targets).dtype.kind in "iu":  # class indices: one-hot rows
-            n_outputs = np.shape(self.predict(model, inputs[:1], options))[1]
+            n_outputs = np.shape(self.predict(model, inputs, options))[1]  # all: a static batch
             targets = np.eye(n_outputs, dtype=inputs.dtype)[targets]
         if options.output_selector is not None or not isinstance(model, NumpyModel):
             return _numeric_gradient(

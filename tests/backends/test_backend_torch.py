@@ -16,6 +16,12 @@ from torch_cnn import small_cnn as _cnn
 from agnostic_saliency import Saliency, SaliencyWarning, SmoothGrad
 from agnostic_saliency.testing import BackendConformanceTests, ModelSpec, make_spec
 from agnostic_saliency.testing.builders import build_torch
+from agnostic_saliency.testing.composite_builders import (
+    torch_embedding_model,
+    torch_masked_model,
+    torch_product_model,
+    torch_static_batch_model,
+)
 from agnostic_saliency.testing.reference import NumpyModel
 
 torch = pytest.importorskip("torch")
@@ -32,6 +38,19 @@ class TestTorchBackend(BackendConformanceTests):
 
     def to_framework(self, array: np.ndarray) -> Any:
         return torch.from_numpy(array.copy())
+
+    def build_static_batch_model(self, spec: ModelSpec, batch: int) -> Any:
+        return torch_static_batch_model(spec, batch)
+
+    def build_product_model(self, first: ModelSpec, second: ModelSpec,
+                            names: tuple[str, str] | None = None) -> Any:
+        return torch_product_model(first, second, names)
+
+    def build_masked_model(self, spec: ModelSpec) -> Any:
+        return torch_masked_model(spec)
+
+    def build_embedding_model(self, spec: ModelSpec, table: np.ndarray) -> tuple[Any, Any]:
+        return torch_embedding_model(spec, table)
 
 
 def _state(model: Any) -> dict[str, Any]:

@@ -24,6 +24,12 @@ from agnostic_saliency import (
 )
 from agnostic_saliency.testing import BackendConformanceTests, ModelSpec, make_spec
 from agnostic_saliency.testing.builders import build_torch
+from agnostic_saliency.testing.composite_builders import (
+    torch_embedding_model,
+    torch_masked_model,
+    torch_product_model,
+    torch_static_batch_model,
+)
 from agnostic_saliency.testing.reference import NumpyModel
 
 torch = pytest.importorskip("torch")
@@ -42,6 +48,20 @@ class TestTorchCudaBackend(BackendConformanceTests):
 
     def to_framework(self, array: np.ndarray) -> Any:
         return torch.from_numpy(array.copy()).to(DEVICE)
+
+    def build_static_batch_model(self, spec: ModelSpec, batch: int) -> Any:
+        return torch_static_batch_model(spec, batch).to(DEVICE)
+
+    def build_product_model(self, first: ModelSpec, second: ModelSpec,
+                            names: tuple[str, str] | None = None) -> Any:
+        return torch_product_model(first, second, names).to(DEVICE)
+
+    def build_masked_model(self, spec: ModelSpec) -> Any:
+        return torch_masked_model(spec).to(DEVICE)
+
+    def build_embedding_model(self, spec: ModelSpec, table: np.ndarray) -> tuple[Any, Any]:
+        model, layer = torch_embedding_model(spec, table)
+        return model.to(DEVICE), layer  # .to moves the layer in place
 
 
 @pytest.fixture

@@ -20,6 +20,12 @@ from agnostic_saliency import Saliency, get_backend
 from agnostic_saliency.backend import CallOptions
 from agnostic_saliency.messages import SaliencyWarning
 from agnostic_saliency.testing import ModelSpec, NumpyModel, make_spec
+from agnostic_saliency.testing.composite_builders import (
+    keras_embedding_model,
+    keras_masked_model,
+    keras_product_model,
+    keras_static_batch_model,
+)
 from keras_process.keras_models import (
     CHANNELS_FIRST_SIZE,
     build_channels_first_cnn,
@@ -73,6 +79,19 @@ class KerasChecks:
         import keras
 
         return keras.ops.convert_to_tensor(array.copy())
+
+    def build_static_batch_model(self, spec: ModelSpec, batch: int) -> Any:
+        return keras_static_batch_model(spec, batch)
+
+    def build_product_model(self, first: ModelSpec, second: ModelSpec,
+                            names: tuple[str, str] | None = None) -> Any:
+        return keras_product_model(first, second, names)
+
+    def build_masked_model(self, spec: ModelSpec) -> Any:
+        return keras_masked_model(spec)
+
+    def build_embedding_model(self, spec: ModelSpec, table: np.ndarray) -> tuple[Any, Any]:
+        return keras_embedding_model(spec, table)
 
     def test_detection_picks_keras_not_the_framework(self) -> None:
         import keras

@@ -1,5 +1,6 @@
 """Targets and model outputs of an explain call: the class each sample explains,
-the model's output spec, and forward passes in chunks.
+the model's output spec (from ``backend.output_shape`` where the backend knows it
+without a forward pass, else from one), and forward passes in chunks.
 
 A mixin of :class:`~agnostic_saliency.explainer.GradientExplainer`: it reads the
 explainer's model, backend, options, batch size and output-spec cache.
@@ -80,6 +81,9 @@ class TargetsAndOutputs:
         """The output spec of ``chunk`` (``n`` samples) as the backend knows it without a
         forward pass (a JAX trace, no compilation), or ``None``: the caller then runs
         the model, whose own call reports a wrong output (so messages stay the same).
+
+        Without outputs there are no values to find probabilities in: that warning
+        comes where the model runs (predicted targets, a backend without the shape).
         """
         shape = self.backend.output_shape(self.model, chunk, self.options)
         if shape is None or len(shape) not in (1, 2) or shape[0] != n:

@@ -1,5 +1,6 @@
 """Targets and model outputs of an explain call: the class each sample explains,
-the model's output spec, and forward passes in chunks.
+the model's output spec (from ``backend.output_shape`` where the backend knows it
+without a forward pass, else from one), and forward passes in chunks.
 
 A mixin of :class:`~agnostic_saliency.explainer.GradientExplainer`: it reads the
 explainer's model, backend, options, batch size and output-spec cache.
@@ -18,7 +19,7 @@ from agnostic_saliency._outputs import output_spec
 from agnostic_saliency._run import pad_rows
 from agnostic_saliency._structure import Structure
 from agnostic_saliency._targets import OutputSpec, TargetPlan, plan_targets
-from agnostic_saliency.backend import user_stacklevel
+from agnostic_saliency.backend import STRICT, user_stacklevel
 
 if TYPE_CHECKING:
     from agnostic_saliency._memory import BatchSize
@@ -70,11 +71,28 @@ class TargetsAndOutputs:
         known = self._specs.get(_spec_key(x))
         if known is None:  # learned from the first chunk the user asked for
             first = slice(0, min(model_batch, len(x)))
-            outputs = self._predict_chunk(self._model_inputs(x, first, structure),
-                                          first.stop, model_batch)
-            known = output_spec(outputs, first.stop)
+            chunk = self._model_inputs(x, first, structure)
+            known = self._spec_without_running(chunk, first.stop)
+            if known is None:
+                known = output_spec(self._predict_chunk(chunk, first.stop, model_batch),
+                                    first.stop)
             self._specs.put(_spec_key(x), known)
         return plan_targets(self._targets_array(targets), len(x), known, check_range)
+
+    def _spec_without_running(self, chunk: Any, n: int) -> OutputSpec | None:
+        """The output spec of ``chunk`` (``n`` samples) as the backend knows it without a
+        forward pass (a JAX trace, no compilation), or ``None``: the caller then runs
+        the model, whose own call reports a wrong output (so messages stay the same).
+
+        Without outputs there are no values to find probabilities in, so with
+        ``strict=True`` (every check that can spoil a map) the model runs instead.
+        """
+        if STRICT.get():
+            return None
+        shape = self.backend.output_shape(self.model, chunk, self.options)
+        if shape is None or len(shape) not in (1, 2) or shape[0] != n:
+            return None
+        return OutputSpec(tuple(int(size) for size in shape[1:]))
 
     def _predict(self, x: np.ndarray, model_batch: int, structure: Structure | None = None
                  ) -> np.ndarray:

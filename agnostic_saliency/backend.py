@@ -97,10 +97,10 @@ class Backend(Protocol):
     -----
     The optional members (``class_index_targets``, ``magnitude_maps``,
     ``asynchronous``, ``start_gradient``, ``full_precision``, ``can_load``,
-    ``load_model``, ``model_channel_axis``, ``is_out_of_memory``, ``device_memory``)
-    have defaults in :class:`BackendBase`, which documents them. Subclass it; a plugin that
-    implements this protocol alone is wrapped in one, and its ``class_index_targets``
-    and ``magnitude_maps`` are read once, when it is registered.
+    ``load_model``, ``model_channel_axis``, ``is_out_of_memory``, ``device_memory``,
+    ``output_shape``) have defaults in :class:`BackendBase`, which documents them. Subclass
+    it; a plugin that implements this protocol alone is wrapped in one, and its
+    ``class_index_targets`` and ``magnitude_maps`` are read once, when it is registered.
     """
 
     name: str
@@ -280,6 +280,20 @@ class BackendBase:
         and measures device memory instead of host memory."""
         return None
 
+    def output_shape(self, model: Any, inputs: Any, options: CallOptions
+                     ) -> tuple[int, ...] | None:
+        """The shape of what :meth:`predict` returns for ``inputs`` (batch axis included),
+        found without running (nor compiling) a forward pass, or ``None`` where that is
+        not known without running one.
+
+        The frontend learns a model's output spec from it when class indices are given
+        (their range, a single-output model); on ``None`` it runs :meth:`predict`
+        instead, which also reports a model that fails or returns no single array. So
+        an implementation returns ``None`` rather than raising, and whenever the
+        output is not one array. The default returns ``None``.
+        """
+        return None
+
     def layer_weights(self, model: Any) -> list[tuple[str, list[np.ndarray]]]:
         """The model's layers that hold trainable weights, input to output: ``(name,
         weights)`` with the weights as NumPy in the canonical layout (dense ``(in, out)``,
@@ -333,7 +347,7 @@ class _PluginWrapper(BackendBase):
         self.layer_outputs = bool(getattr(plugin, "layer_outputs", False))
         for member in ("full_precision", "can_load", "load_model", "model_channel_axis",
                        "is_out_of_memory", "device_memory", "layer_output", "layer_weights",
-                       "with_layer_weights"):
+                       "with_layer_weights", "output_shape"):
             found = getattr(plugin, member, None)
             if callable(found):
                 setattr(self, member, found)

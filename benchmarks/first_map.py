@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/first_map.py [--frameworks torch keras-tf keras-jax jax]
+    python benchmarks/first_map.py [--frameworks torch keras-tf keras-jax jax jax-nnx]
                                    [--repeats 5] [--batch 8] [--image-size 160]
                                    [--out benchmarks/results/first_map]
 
@@ -34,8 +34,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 #: Command-line name: the package a user imports first ("jax": a plain function that
-#: closes over its parameters).
-PACKAGES = {"torch": "torch", "keras-tf": "keras", "keras-jax": "keras", "jax": "jax"}
+#: closes over its parameters; "jax-nnx": a Flax NNX module holding them).
+PACKAGES = {"torch": "torch", "keras-tf": "keras", "keras-jax": "keras", "jax": "jax",
+            "jax-nnx": "flax.nnx"}
+#: Where a command-line name differs from its ``_real_common`` framework, that framework
+#: and the function of its module that makes our contender.
+VARIANT_OF = {"jax-nnx": ("jax", "ours_nnx")}
 VARIANTS = ("native", "ours")
 #: Most seconds ours may add to native code's time to the first map.
 TARGET_S = 0.3
@@ -103,7 +107,8 @@ def _fresh_run(framework: str, variant: str, args: argparse.Namespace) -> dict[s
     if args.tiny:
         command.append("--tiny")
     start = time.time()
-    done = subprocess.run(command, check=False, env=child_env(framework),
+    real = VARIANT_OF.get(framework, (framework, "ours"))[0]
+    done = subprocess.run(command, check=False, env=child_env(real),
                           capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith(MARK)]
     if done.returncode or not lines:
@@ -128,12 +133,13 @@ def _child(args: argparse.Namespace) -> int:
     importlib.import_module(PACKAGES[args.child])
     if args.variant == "ours":
         import agnostic_saliency  # noqa: F401
-    module = framework_module(args.child)
+    real, ours = VARIANT_OF.get(args.child, (args.child, "ours"))
+    module = framework_module(real)
     imported = time.perf_counter()
     model = module.build("resnet18", config)
     x, y = config.inputs(module.channels_first)
     built = time.perf_counter()
-    maps = (module.ours if args.variant == "ours" else module.native)(model, x, y)()
+    maps = getattr(module, ours if args.variant == "ours" else "native")(model, x, y)()
     done_at, finished = time.time(), time.perf_counter()
     if np.shape(maps) != (config.batch, config.image, config.image):
         raise SystemExit(f"first_map.py: maps of shape {np.shape(maps)}, expected "

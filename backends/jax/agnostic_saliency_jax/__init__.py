@@ -32,7 +32,9 @@ float64 maps. Inside ``jax.enable_x64(True)`` they are computed in float64. The
 global JAX configuration is never changed.
 
 ``predict`` is jitted and cached the same way (its own cache and trace count); a
-model whose output is not a pytree of arrays is run eagerly instead.
+model whose output is not a pytree of arrays is run eagerly instead. The shape of
+its output comes from ``jax.eval_shape`` (:meth:`JaxBackend.output_shape`), so
+explaining given classes compiles the gradient alone, not a forward pass too.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from agnostic_saliency.cache import BoundedCache, object_key
 from agnostic_saliency_jax import _loading, _memory, _messages, _precision, _structured, _weights
 from agnostic_saliency_jax._compile import (
     TraceCounter,
+    abstract_output_shape,
     call_model,
     make_gradient_function,
     make_predict_function,
@@ -197,6 +200,33 @@ class JaxBackend(BackendBase):
                                  options.output_selector)
         return _outputs_to_numpy(outputs)
 
+    def output_shape(self, model: Any, inputs: Any, options: CallOptions
+                     ) -> tuple[int, ...] | None:
+        """The shape of :meth:`predict`'s output from ``jax.eval_shape``: the same forward
+        pass traced on abstract inputs, never compiled, so the first map compiles the
+        gradient alone. ``None`` when the trace fails or the output is not one array:
+        the frontend then runs :meth:`predict`, whose call reports it."""
+        import jax
+
+        try:
+            split = split_model(model)
+            check_training_mode(model, options, split, self._training_layers)
+            if not isinstance(inputs, ModelInputs):
+                x = jax.ShapeDtypeStruct(inputs.shape, _compute_dtype(inputs.dtype))
+                return abstract_output_shape(split.rebuild, split.params, x,
+                                             options.output_selector)
+            values = {key: jax.ShapeDtypeStruct(value.shape, _compute_dtype(value.dtype))
+                      for key, value in inputs.values.items()}
+
+            def forward(values: Any, params: Any) -> Any:
+                return _structured.call_selected(split.rebuild(params), inputs, values,
+                                                 options.output_selector)
+
+            outputs = jax.eval_shape(forward, values, split.params)
+        except Exception:  # predict runs the model and reports it
+            return None
+        return tuple(outputs.shape) if isinstance(outputs, jax.ShapeDtypeStruct) else None
+
     def gradient(self, model: Any, inputs: np.ndarray, targets: Any, operator: Operator | None,
                  options: CallOptions, magnitude: Magnitude | None = None) -> np.ndarray:
         """The input gradient (see :class:`agnostic_saliency.backend.Backend`); with
@@ -249,11 +279,9 @@ class JaxBackend(BackendBase):
         split = split_model(model)
         check_training_mode(model, options, split, self._training_layers)
         converted = _device_inputs(inputs)
-        outputs = _structured.call(split.rebuild(split.params), converted.kind, converted.keys,
-                                   dict(converted.values), dict(converted.model_kwargs))
-        if options.output_selector is not None:
-            outputs = options.output_selector(outputs)
-        return _outputs_to_numpy(outputs)
+        return _outputs_to_numpy(_structured.call_selected(
+            split.rebuild(split.params), converted, dict(converted.values),
+            options.output_selector))
 
     def _start_structured(self, model: Any, inputs: ModelInputs, targets: Any,
                           operator: Operator | None,

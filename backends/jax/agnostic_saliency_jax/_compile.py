@@ -2,7 +2,8 @@
 
 ``make_gradient_function`` returns ``jax.jit(jax.grad(score))`` where ``score``
 rebuilds the model from its parameters (a jit argument), runs it and sums the
-per-sample scores; ``make_predict_function`` is the jitted forward pass. The
+per-sample scores; ``make_predict_function`` is the jitted forward pass, and
+``abstract_output_shape`` the shape of its output from a trace alone. The
 backend keeps them in :class:`agnostic_saliency.cache.BoundedCache` instances.
 :class:`TraceCounter` counts traces, which is what a test needs to prove that
 equal shapes never recompile. Operators and output selectors are reached through
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TraceCounter",
+    "abstract_output_shape",
     "call_model",
     "make_gradient_function",
     "make_predict_function",
@@ -82,6 +84,24 @@ def make_predict_function(
         return call_model(rebuild(params), x, _get(selector))
 
     return jax.jit(forward)
+
+
+def abstract_output_shape(rebuild: Callable[[Any], Any], params: Any, x: Any,
+                          selector: OutputSelector | None) -> tuple[int, ...] | None:
+    """The shape of ``selector(rebuild(params)(x))`` from ``jax.eval_shape``: the forward
+    pass of :func:`make_predict_function` traced on abstract values, never compiled nor
+    run; ``None`` when the output is not one array.
+
+    ``x`` may be a ``jax.ShapeDtypeStruct``. A model that fails raises as in
+    :func:`call_model`.
+    """
+    import jax
+
+    def forward(x: jax.Array, params: Any) -> Any:
+        return call_model(rebuild(params), x, selector)
+
+    outputs = jax.eval_shape(forward, x, params)
+    return tuple(outputs.shape) if isinstance(outputs, jax.ShapeDtypeStruct) else None
 
 
 def make_gradient_function(

@@ -31,7 +31,8 @@ from agnostic_saliency_jax import _messages
 from agnostic_saliency_jax._compile import TraceCounter
 from agnostic_saliency_jax._models import SplitModel
 
-__all__ = ["call", "layer_path", "make_structured_gradient", "read_layer", "structure_key"]
+__all__ = ["call", "call_selected", "layer_path", "make_structured_gradient", "read_layer",
+           "structure_key"]
 
 Path = tuple[Any, ...]
 
@@ -141,6 +142,14 @@ def call(model: Any, kind: str, keys: tuple[Any, ...], values: Mapping[Any, Any]
     except Exception as error:
         shapes = {str(key): tuple(value.shape) for key, value in values.items()}
         raise ValueError(_messages.structured_model_failed(shapes, error)) from error
+
+
+def call_selected(model: Any, inputs: ModelInputs, values: Mapping[Any, Any],
+                  selector: Callable[[Any], Any] | None) -> Any:
+    """``model`` on ``values`` (the entries of ``inputs``, arrays or abstract values), then
+    the output selector: the structured forward pass of ``predict``."""
+    outputs = call(model, inputs.kind, inputs.keys, values, dict(inputs.model_kwargs))
+    return selector(outputs) if selector is not None else outputs
 
 
 def make_structured_gradient(split: SplitModel, inputs: ModelInputs, path: Path | None,

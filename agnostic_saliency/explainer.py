@@ -11,24 +11,15 @@ memory budget) is worked out on its first call and kept in bounded caches.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from agnostic_saliency import messages
+from agnostic_saliency._chunking import ChunkSizes
 from agnostic_saliency._dataset_methods import DatasetMethods
 from agnostic_saliency._inputs import as_input_array, check_finite, resolve_channel_axis
-from agnostic_saliency._memory import (
-    AUTO,
-    BatchSize,
-    MemoryProbe,
-    check_batch_size,
-    check_budget,
-    default_budget,
-    first_chunk,
-    learned_chunk,
-)
+from agnostic_saliency._memory import AUTO, BatchSize, check_batch_size, check_budget
 from agnostic_saliency._predictions import TargetsAndOutputs
 from agnostic_saliency._reduce import Reducer, check_reducer, reduce_channels, reduced_shape
 from agnostic_saliency._run import Run
@@ -53,8 +44,6 @@ __all__ = ["GradientExplainer", "Layout"]
 
 #: Most input signatures whose layout, output spec and chunk size an explainer keeps.
 _MAX_CACHED = 64
-#: A first chunk of fewer points than this (and than the first guess) teaches nothing.
-_SMALLEST_MEASURED = 16
 
 
 class Layout(NamedTuple):
@@ -73,7 +62,7 @@ class Layout(NamedTuple):
     sample_bytes: int
 
 
-class GradientExplainer(SeveralInputs, TargetsAndOutputs, DatasetMethods):
+class GradientExplainer(SeveralInputs, TargetsAndOutputs, ChunkSizes, DatasetMethods):
     """Base class of the explainers: validation, batching, reduction, assembly.
 
     Parameters
@@ -330,18 +319,6 @@ class GradientExplainer(SeveralInputs, TargetsAndOutputs, DatasetMethods):
         """Attributions of the samples ``rows`` of the input, channels kept."""
         raise NotImplementedError
 
-    def _points_per_sample(self) -> int:
-        """Model inputs per sample (noisy copies, path points)."""
-        return 1
-
-    def _samples_per_chunk(self, model_batch: int) -> int:
-        """Samples per chunk when the model takes ``model_batch`` points per call."""
-        return max(1, model_batch // self._points_per_sample())
-
-    def _everything_at_once(self, n_points: int) -> int:
-        """Points per call for ``batch_size=None``."""
-        return max(n_points, 1)
-
     # --- what a signature fixes -----------------------------------------------------
 
     def _layout(self, x: np.ndarray, structure: Structure | None = None) -> Layout:
@@ -379,38 +356,6 @@ class GradientExplainer(SeveralInputs, TargetsAndOutputs, DatasetMethods):
         if wanted not in self.backend.magnitude_maps:
             return None
         return (wanted, axis)  # type: ignore[return-value]
-
-    def _model_batch(self, layout: Layout, n_points: int) -> int:
-        """Points per model call: the explicit batch size, the learned one, or a first guess."""
-        if isinstance(self.batch_size, int):
-            return self.batch_size
-        if self.batch_size is None:
-            return self._everything_at_once(n_points)
-        learned = self._chunk_sizes.get(layout)
-        if learned is not None:
-            return learned
-        return first_chunk(n_points, layout.sample_bytes, self._budget())
-
-    def _probe(self, layout: Layout) -> MemoryProbe | None:
-        """A probe of the first chunk's memory, where ``batch_size="auto"`` has yet to learn."""
-        if self.batch_size != AUTO or self._chunk_sizes.get(layout) is not None:
-            return None
-        return MemoryProbe(partial(self.backend.device_memory, self.model))
-
-    def _learn_chunk(self, layout: Layout, probe: MemoryProbe, measured: int, guess: int) -> int:
-        """The chunk size after a first chunk of ``measured`` points; it is kept for the
-        signature unless that chunk was too small to tell (one-off costs, such as a
-        compilation, would dominate it)."""
-        assert probe.cost_per_sample is not None
-        size = learned_chunk(probe.cost_per_sample, self._budget())
-        if measured >= min(guess, _SMALLEST_MEASURED):
-            self._chunk_sizes.put(layout, size)
-        return size
-
-    def _budget(self) -> int:
-        if self.memory_budget is not None:
-            return self.memory_budget
-        return default_budget(self.backend.device_memory(self.model))
 
     def _report_zero_samples(self, samples: np.ndarray) -> None:
         warn(messages.zero_saliency(samples.tolist()))

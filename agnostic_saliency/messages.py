@@ -248,7 +248,7 @@ def entries_batch_mismatch(shapes: dict[str, tuple[int, ...]]) -> str:
 
 
 def nothing_to_attribute(dtypes: dict[str, str]) -> str:
-    return (f"no floating inputs entry to attribute (dtypes {dtypes}); token ids and masks "
+    return (f"no floating entry of the inputs to attribute (dtypes {dtypes}); token ids and masks "
             "cannot carry gradients. Pass layer= (the embedding layer) to explain per token, "
             "or attribute= the floating entries.")
 

@@ -175,7 +175,7 @@ def test_entries_must_share_the_batch_axis_and_be_attributable() -> None:
     with pytest.raises(ValueError, match="do not share a batch axis"):
         Saliency(masked_sum, backend="reference").explain(
             (np.ones((3, 4)), np.ones((2, 4), np.int64)), 0)
-    with pytest.raises(TypeError, match="no floating inputs entry to attribute"):
+    with pytest.raises(TypeError, match="no floating entry of the inputs to attribute"):
         Saliency(masked_sum, backend="reference").explain(
             (np.ones((3, 4), np.int64), np.ones((3, 4), np.int64)), 0)
     with pytest.raises(ValueError, match="attribute='nope' names no inputs entry"):

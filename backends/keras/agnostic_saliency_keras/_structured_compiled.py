@@ -216,6 +216,8 @@ def _untraceable(error: BaseException) -> bool:
     while seen is not None:
         if isinstance(seen, kinds):
             return True
-        seen = seen.__cause__  # ModelCallError wraps the model's error as its cause
+        # ModelCallError wraps the model's error as its cause; Keras may raise another
+        # error while re-raising a JAX tracer error (then its context).
+        seen = seen.__cause__ or seen.__context__
     return False
 

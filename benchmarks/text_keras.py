@@ -111,8 +111,9 @@ def native_jax(classifier: Any, backbone: Any, inputs: dict[str, np.ndarray],
 
 def contenders(classifier: Any, backbone: Any, inputs: dict[str, np.ndarray],
                targets: np.ndarray, framework: str) -> list[Contender]:
-    from agnostic_saliency import Saliency
     from agnostic_saliency_keras import _structured_compiled, trace_count
+
+    from agnostic_saliency import Saliency
 
     native = (native_tf if framework == "tensorflow" else native_jax)(
         classifier, backbone, inputs, targets)

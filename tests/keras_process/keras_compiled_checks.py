@@ -19,15 +19,15 @@ from unittest import mock
 
 import keras
 import numpy as np
+from agnostic_saliency_keras import _structured_compiled, trace_count
+
+from agnostic_saliency import GradientInput, Saliency
 from keras_process.keras_structured_checks import (
     _embedding_gradient,
     _text_model,
     _two_input_gradients,
     _two_input_model,
 )
-
-from agnostic_saliency import GradientInput, Saliency
-from agnostic_saliency_keras import _structured_compiled, trace_count
 
 RNG = np.random.default_rng(11)
 FRAMEWORK = keras.backend.backend()
@@ -80,6 +80,7 @@ def check_tuple_dict_and_side_inputs_equal_the_eager_path() -> None:
     maps = run()
     _close(maps, eager(run))
     grad_image, grad_table = _two_input_gradients(listed, image, table, targets)
+    np.testing.assert_allclose(maps[0], np.abs(grad_image).max(axis=-1), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(maps[1], np.abs(grad_table), rtol=1e-4, atol=1e-6)
     named = _two_input_model(named=True)
     inputs = {"image": image, "table": table}
@@ -88,7 +89,7 @@ def check_tuple_dict_and_side_inputs_equal_the_eager_path() -> None:
             named, backend="keras", reducer=None, attribute=a).explain(inputs, 2)
         maps = run()
         _close(maps, eager(run))
-    grad_image, grad_table = _two_input_gradients(named, image, table, np.full(5, 2))
+    _, grad_table = _two_input_gradients(named, image, table, np.full(5, 2))
     np.testing.assert_allclose(maps["table"], grad_table * table, rtol=1e-4, atol=1e-6)
     text = _text_model()
     ids, mask = _tokens(4)

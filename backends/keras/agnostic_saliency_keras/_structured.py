@@ -14,8 +14,8 @@ the whole model runs as the user calls it, and that layer's ``call`` is intercep
 for this one pass (:mod:`._intercept`): reading ends the pass at the layer, the
 gradient pass replaces the layer's output with the given values, which are what is
 differentiated (when compiled, the interception happens while tracing, and the
-compiled function always replaces the output). One mechanism for every kind of Keras model: nothing is cut or
-cloned, and the layer must run exactly once per pass.
+compiled function always replaces the output). One mechanism for every kind of Keras
+model: nothing is cut or cloned, and the layer must run exactly once per pass.
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def _eager_gradients(model: Any, inputs: ModelInputs, converted: Mapping[Any, An
     """The framework's eager gradients, by attributed key or ``{0: layer gradient}``."""
     import keras
 
+    wrt: dict[Any, Any]
     if inputs.layer is not None:
         wrt = {0: keras.ops.convert_to_tensor(np.asarray(inputs.layer_values))}
 

@@ -229,7 +229,35 @@ def check_bert_layer_equals_the_eager_path() -> None:
     assert "call" not in vars(layer)
 
 
+def check_a_shared_layer_is_refused_while_tracing() -> None:
+    """The backend's gradient with given layer values (no eager read before it): the
+    layer's exactly-once check raises its message from the traced pass, every call,
+    and the layer's call is restored."""
+    from agnostic_saliency._structure import ModelInputs
+    from agnostic_saliency.backend import CallOptions
+    from agnostic_saliency_keras import KerasBackend
+
+    ids = keras.Input((4,), dtype="int32")
+    shared = keras.layers.Embedding(9, 3, name="shared")
+    joined = keras.layers.Concatenate(axis=1)([shared(ids), shared(ids)])
+    twice = keras.Model(ids, keras.layers.Dense(2)(keras.layers.Flatten()(joined)))
+    given = ModelInputs(kind="array", keys=(0,), values={0: np.zeros((2, 4), np.int32)},
+                        attributed=(), layer=shared,
+                        layer_values=np.zeros((2, 4, 3), np.float32))
+    for _ in range(2):
+        before = trace_count()
+        try:
+            KerasBackend().gradient(twice, given, np.array([0, 1]), None, CallOptions())
+        except ValueError as error:
+            assert "(a Embedding 'shared') ran 2 times" in str(error), error
+        else:
+            raise AssertionError("a layer that runs twice was not refused")
+        assert trace_count() - before == (1 if COMPILED else 0)
+        assert "call" not in vars(shared)
+
+
 CHECKS: dict[str, Callable[[], None]] = {
+    "shared_layer_refused": check_a_shared_layer_is_refused_while_tracing,
     "tuple_dict_side_inputs": check_tuple_dict_and_side_inputs_equal_the_eager_path,
     "subclassed_model_kwargs": check_layer_of_a_subclassed_model_with_model_kwargs,
     "traces_batch_weights": check_traces_batch_sizes_and_weights,

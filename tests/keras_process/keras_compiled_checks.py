@@ -233,9 +233,10 @@ def check_a_shared_layer_is_refused_while_tracing() -> None:
     """The backend's gradient with given layer values (no eager read before it): the
     layer's exactly-once check raises its message from the traced pass, every call,
     and the layer's call is restored."""
+    from agnostic_saliency_keras import KerasBackend
+
     from agnostic_saliency._structure import ModelInputs
     from agnostic_saliency.backend import CallOptions
-    from agnostic_saliency_keras import KerasBackend
 
     ids = keras.Input((4,), dtype="int32")
     shared = keras.layers.Embedding(9, 3, name="shared")

@@ -9,6 +9,9 @@ Keras has no backend-agnostic gradient, so this backend dispatches on
   ``model.stateless_call``, with the variables' values passed as arguments.
 - PyTorch (:mod:`._torch`): ``torch.autograd.grad`` with respect to a fresh leaf.
 
+Several inputs, side inputs and ``layer=`` (:mod:`._structured`) are compiled the
+same way on TensorFlow and JAX (:mod:`._structured_compiled`), eagerly on PyTorch.
+
 Models are always called with ``training=False`` (Keras has no persistent training
 mode, so ``allow_training_mode`` changes nothing). Inputs are converted to the
 dtype the model converts them to itself (its ``keras.Input`` dtype, else its
@@ -145,7 +148,7 @@ class KerasBackend(BackendBase):
             if operator is not None:
                 raise TypeError(_messages.operator_with_structure())
             _setup(model)
-            return _structured.gradient(model, inputs, targets, options)
+            return _structured.gradient(model, inputs, targets, options, self.jit_compile)
         module, dtype = _setup(model)
         x = prepare_inputs(inputs, dtype)
         if operator is None:

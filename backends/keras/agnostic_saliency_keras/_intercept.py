@@ -76,7 +76,7 @@ class Interception:
         if self.values is None:
             self.output = first
             raise LayerRead
-        if tuple(first.shape) != tuple(self.values.shape):
+        if not _same_shape(tuple(first.shape), tuple(self.values.shape)):
             self.problem = _messages.layer_values_wrong_shape(
                 self.described, tuple(self.values.shape), tuple(first.shape))
             return output
@@ -143,6 +143,12 @@ def intercepted(interception: Interception) -> Iterator[Interception]:
 
 
 _NOTHING = object()
+
+
+def _same_shape(found: tuple[Any, ...], given: tuple[Any, ...]) -> bool:
+    """Equal shapes; a size unknown while tracing (``None``) matches any."""
+    return len(found) == len(given) and all(
+        a is None or b is None or a == b for a, b in zip(found, given, strict=True))
 
 
 def _lock_of(layer: Any) -> threading.RLock:

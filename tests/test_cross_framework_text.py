@@ -13,7 +13,6 @@ the embeddings as an input (the documented route for functions), must agree too.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from keras_process.children import child_env
 from text_same_weights import (
     HIDDEN,
     METHODS,
@@ -130,9 +130,7 @@ def _plain_jax_maps() -> dict[str, np.ndarray]:
 
 
 def _start_keras_child(backend: str, out: Path) -> subprocess.Popen[str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PYTEST_XDIST", "PYTEST_CURRENT_TEST"))}
-    env.update(KERAS_BACKEND=backend)
+    env = child_env(backend)
     return subprocess.Popen(
         [sys.executable, "-m", "keras_process.keras_text_maps", str(out)], cwd=TESTS, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -26,6 +26,7 @@ from agnostic_saliency.testing import BackendConformanceTests
 
 pytest.importorskip("keras")
 
+from keras_process.children import child_env
 from keras_process.keras_checks import KerasChecks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,9 +48,7 @@ class _Child:
 
     def __init__(self, framework: str, log: IO[str]) -> None:
         self.log = log
-        env = {key: value for key, value in os.environ.items()
-               if not key.startswith(("PYTEST_XDIST", "PYTEST_CURRENT_TEST"))}
-        env.update(KERAS_BACKEND=framework, AGNOSTIC_SALIENCY_REQUIRE_ALL="1")
+        env = child_env(framework)
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE),
                    "-k", _CHILDREN[framework]]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,

@@ -9,12 +9,8 @@ gradients of the models' sublayers called by hand.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from keras_process.children import ROOT, run_suite
 from keras_process.keras_hub_checks import (
     check_bert_gradient_input_ig_smoothgrad,
     check_bert_token_saliency,
@@ -23,7 +19,6 @@ from keras_process.keras_hub_checks import (
     check_threads,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "tests" / "keras_process" / "keras_hub_suite.py"
 
 
@@ -49,10 +44,4 @@ def test_threads_explaining_and_calling_the_same_model() -> None:
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
 def test_every_check_in_a_child_process(framework: str) -> None:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PYTEST_XDIST", "PYTEST_CURRENT_TEST"))}
-    env.update(KERAS_BACKEND=framework, AGNOSTIC_SALIENCY_REQUIRE_ALL="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    run_suite(SUITE, framework)

@@ -8,13 +8,10 @@ per process. Expected maps are analytic gradients from the models' weights.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
+from keras_process.children import ROOT, run_suite
 
 pytest.importorskip("keras")
 
@@ -24,7 +21,6 @@ from keras_process.keras_structured_checks import (
     check_smoothgrad_with_a_mask_side_input,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "tests" / "keras_process" / "keras_structured_suite.py"
 
 
@@ -43,10 +39,4 @@ def test_smoothgrad_with_a_mask_side_input_on_tensorflow() -> None:
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
 def test_every_check_in_a_child_process(framework: str) -> None:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PYTEST_XDIST", "PYTEST_CURRENT_TEST"))}
-    env.update(KERAS_BACKEND=framework, AGNOSTIC_SALIENCY_REQUIRE_ALL="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    run_suite(SUITE, framework)

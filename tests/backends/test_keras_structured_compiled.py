@@ -9,16 +9,12 @@ TensorFlow runs in this process; Keras on JAX and on PyTorch run the same checks
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
+from keras_process.children import ROOT, run_suite
 from keras_process.keras_compiled_checks import CHECKS
 
-ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "tests" / "keras_process" / "keras_compiled_suite.py"
 
 
@@ -30,10 +26,4 @@ def test_check_on_tensorflow(name: str) -> None:
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
 def test_every_check_in_a_child_process(framework: str) -> None:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PYTEST_XDIST", "PYTEST_CURRENT_TEST"))}
-    env.update(KERAS_BACKEND=framework, AGNOSTIC_SALIENCY_REQUIRE_ALL="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(SUITE)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    run_suite(SUITE, framework)

@@ -26,24 +26,9 @@ __all__ = ["SuiteBase"]
 
 
 class SuiteBase:
-    """Base class of a backend's conformance tests (not collected itself).
-
-    Attributes
-    ----------
-    layout
-        Layout of image inputs the built models consume.
-    supports_float64
-        Whether the backend computes in float64 for float64 inputs and models.
-    detectable
-        Whether models built by :meth:`build_model` are detected without ``backend=``.
-    rtol, atol
-        Tolerances of float32 comparisons.
-    expected_failures
-        ``{"test_name": "reason"}`` for checks known to fail, run as strict xfail.
-    use_full_precision
-        Whether each check runs inside the backend's ``full_precision()`` context
-        (where it has one): TF32 and similar reduced-precision math off.
-    """
+    """The settings and model builders every group of checks reads; a backend's
+    tests set them on :class:`~agnostic_saliency.testing.conformance.BackendConformanceTests`,
+    which documents each attribute."""
 
     layout: ClassVar[Layout] = "channels_last"
     supports_float64: ClassVar[bool] = True

@@ -144,23 +144,24 @@ def check_bert_gradient_input_ig_smoothgrad() -> None:
     inputs = bert_inputs()
     layer = backbone.token_embedding
     tokens, grad = bert_reference(inputs)
-    gi = GradientInput(classifier, backend="keras", layer=layer, reducer="sum").explain(
-        inputs, TARGETS)
+    # One chunk shape (N rows) for every method: JAX compiles the gradient once.
+    gi = GradientInput(classifier, backend="keras", layer=layer, reducer="sum",
+                       batch_size=N).explain(inputs, TARGETS)
     assert np.max(np.abs(gi - (grad * tokens).sum(axis=-1))) <= 1e-5
     by_hand = bert_by_hand(backbone, classifier, inputs)
     points = [framework_gradient(lambda t: _score(by_hand(t)), np.float32(alpha) * tokens)
               for alpha in (0.0, 0.5, 1.0)]
     expected = tokens * (points[0] / 4 + points[1] / 2 + points[2] / 4)
     ig = IntegratedGradients(classifier, backend="keras", layer=layer, steps=3,
-                             quadrature="trapezoid", reducer=None, batch_size=2).explain(
+                             quadrature="trapezoid", reducer=None, batch_size=N).explain(
         inputs, TARGETS)
     assert ig.shape == (N, LENGTH, HIDDEN)
     assert np.max(np.abs(ig - expected)) <= 1e-5
     still = SmoothGrad(classifier, backend="keras", layer=layer, nb_samples=2, noise=0.0,
-                       reducer="l2").explain(inputs, TARGETS)
+                       reducer="l2", batch_size=N).explain(inputs, TARGETS)
     assert np.max(np.abs(still - np.linalg.norm(grad, axis=-1))) <= 1e-5
     noisy = SmoothGrad(classifier, backend="keras", layer=layer, nb_samples=3, noise=0.5,
-                       seed=0).explain(inputs, TARGETS)
+                       seed=0, batch_size=N).explain(inputs, TARGETS)
     padded = inputs["padding_mask"] == 0
     assert np.all(noisy[padded] == 0) and np.all(noisy[~padded] > 0)
     assert "call" not in vars(layer)

@@ -3,11 +3,13 @@
 One jitted function is cached per model, operator and selector. The variables'
 current values are passed to it as arguments on every call, so weights updated by
 the user are seen and no parameter is baked into the compiled code as a constant.
-The gradient is taken with respect to the inputs only.
+The gradient is taken with respect to the inputs only. Predictions run through a
+jitted forward pass of their own per signature, in the same way.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -31,9 +33,12 @@ if TYPE_CHECKING:
     import jax
 
 __all__ = ["effective_dtype", "gradient", "is_out_of_memory", "is_tensor", "predict",
-           "to_numpy"]
+           "predict_trace_count", "to_numpy"]
 
 _functions: BoundedCache[Any] = BoundedCache(32)
+_predictions: BoundedCache[Any] = BoundedCache(32)
+_predict_lock = threading.Lock()
+_predict_traces = 0
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -60,8 +65,71 @@ def to_numpy(tensor: Any) -> np.ndarray:
 
 
 def predict(model: Any, x: np.ndarray, dtype: str, options: CallOptions) -> Any:
-    """Eager ``model(x, training=False)`` with the selector applied."""
-    return call_model(model, _array(x, dtype), options.output_selector)
+    """``model(x, training=False)`` with the selector applied, through one jitted forward
+    pass per signature: an eager Keras call costs more than a small model's compute, and
+    the metrics call ``predict`` once per chunk. A model not built yet (its variables are
+    created eagerly) or one that cannot be traced is called eagerly."""
+    array = _array(x, dtype)
+    selector = options.output_selector
+    if getattr(model, "built", True):
+        key = (object_key(selector), dtype, x.shape[1:])
+        forward: _Forward = cached_function(_predictions, model, key, _Forward)
+        if not forward.eager:
+            outputs = forward(model, array)
+            if outputs is not None:
+                return selector(outputs) if selector is not None else outputs
+    return call_model(model, array, selector)
+
+
+def predict_trace_count() -> int:
+    """Number of forward passes traced for :func:`predict` so far (one per signature and
+    batch shape; changed weights do not retrace)."""
+    return _predict_traces
+
+
+class _Forward:
+    """``jit`` of the forward pass of one signature, or the note that the model cannot be
+    traced (Python branching on values), after which it is called eagerly.
+
+    The selector is applied outside, on the outputs, so it may return any structure.
+    """
+
+    def __init__(self, get_model: Callable[[], Any]) -> None:
+        import jax
+
+        def forward(x: jax.Array, trainable: list[jax.Array],
+                    non_trainable: list[jax.Array]) -> Any:
+            global _predict_traces
+            with _predict_lock:
+                _predict_traces += 1
+            outputs, _ = get_model().stateless_call(trainable, non_trainable, x,
+                                                    **_inference(get_model()))
+            return outputs
+
+        self._function = jax.jit(forward)
+        self.eager = False
+
+    def __call__(self, model: Any, x: jax.Array) -> Any:
+        """The outputs, or ``None`` when the eager call must answer (the model cannot be
+        traced, or it raised: the eager call then raises its own error)."""
+        from agnostic_saliency_keras._structured_compiled import _untraceable
+
+        trainable = [variable.value for variable in model.trainable_variables]
+        non_trainable = [variable.value for variable in model.non_trainable_variables]
+        try:
+            return self._function(x, trainable, non_trainable)
+        except Exception as error:
+            if isinstance(error, MemoryError) or is_out_of_memory(error):
+                raise  # not the model's fault: the frontend retries with smaller chunks
+            if _untraceable(error):
+                self.eager = True  # Python control flow on tensor values: eager from now on
+            return None
+
+
+def _inference(model: Any) -> dict[str, Any]:
+    """``{"training": False}`` when the model's ``call`` takes it, as ``Layer.__call__`` does."""
+    return {"training": False} if "training" in getattr(
+        model, "call_signature_parameters", ("training",)) else {}
 
 
 def gradient(model: Any, x: np.ndarray, dtype: str, targets: Any, operator: Operator | None,
@@ -113,11 +181,8 @@ def _weighted_total(model: Any, x: jax.Array, trainable: list[jax.Array],
     float32, through ``stateless_call``."""
     import jax.numpy as jnp
 
-    # Like Layer.__call__, pass `training` only to a `call` that takes it.
-    kwargs = {"training": False} if "training" in getattr(
-        model, "call_signature_parameters", ("training",)) else {}
     try:
-        outputs, _ = model.stateless_call(trainable, non_trainable, x, **kwargs)
+        outputs, _ = model.stateless_call(trainable, non_trainable, x, **_inference(model))
     except Exception as error:
         if isinstance(error, MemoryError) or is_out_of_memory(error):
             raise  # not the model's fault: the frontend retries with smaller chunks

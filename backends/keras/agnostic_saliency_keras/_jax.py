@@ -112,7 +112,7 @@ class _Forward:
     def __call__(self, model: Any, x: jax.Array) -> Any:
         """The outputs, or ``None`` when the eager call must answer (the model cannot be
         traced, or it raised: the eager call then raises its own error)."""
-        from agnostic_saliency_keras._structured_compiled import _untraceable
+        from agnostic_saliency_keras._structured_compiled import untraceable
 
         trainable = [variable.value for variable in model.trainable_variables]
         non_trainable = [variable.value for variable in model.non_trainable_variables]
@@ -121,7 +121,7 @@ class _Forward:
         except Exception as error:
             if isinstance(error, MemoryError) or is_out_of_memory(error):
                 raise  # not the model's fault: the frontend retries with smaller chunks
-            if _untraceable(error):
+            if untraceable(error):
                 self.eager = True  # Python control flow on tensor values: eager from now on
             return None
 

@@ -34,7 +34,7 @@ from agnostic_saliency.backend import CallOptions
 from agnostic_saliency.cache import BoundedCache, ObjectKey, object_key
 from agnostic_saliency_keras._common import cached_function, note_trace
 
-__all__ = ["gradients"]
+__all__ = ["gradients", "untraceable"]
 
 _functions: BoundedCache[Any] = BoundedCache(32)
 
@@ -68,7 +68,7 @@ def gradients(model: Any, inputs: ModelInputs, converted: Mapping[Any, Any], tar
     try:
         result: dict[Any, Any] = entry.function(model, converted, layer_values, target_array)
     except Exception as error:
-        if not _untraceable(error):
+        if not untraceable(error):
             raise
         entry.eager = True  # Python control flow on tensor values: eager from now on
         return None
@@ -199,7 +199,7 @@ def _hashable(kwargs: Mapping[str, Any]) -> Hashable | None:
     return key
 
 
-def _untraceable(error: BaseException) -> bool:
+def untraceable(error: BaseException) -> bool:
     """Whether ``error`` (or what it wraps) says Python code branched on a traced value."""
     import keras
 
